@@ -1,0 +1,1 @@
+"""Warden's bundled daemons. Each module here may define Daemon subclasses; they are found at start."""

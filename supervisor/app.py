@@ -1,0 +1,128 @@
+"""Warden: builds the kernel's parts in order, runs them, and shuts them down in reverse."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import structlog
+
+from supervisor.clock import Clock, SystemClock, sleep
+from supervisor.configfile import ConfigFile
+from supervisor.config import WardenSettings, settings_model
+from supervisor.hub import StatusHub
+from supervisor.models import ACTIVE_STATES, Actor, DaemonState, DaemonStatus, Event
+from supervisor.persist import StoreWriter
+from supervisor.plugins import Registry, discover
+from supervisor.store import Retention, Store, StoreError
+from supervisor.supervisor import Supervisor
+
+logger = structlog.get_logger("warden")
+
+#: States that mean "a daemon task existed" when read back from the database.
+_INTERRUPTED = ACTIVE_STATES | {DaemonState.BACKOFF}
+_DAY = 86_400.0
+
+
+def load_config(path: Path, registry: Registry) -> ConfigFile:
+    model = settings_model(
+        {name: cls.Config for name, cls in registry.daemons.items()},
+        unchecked=frozenset(error.name for error in registry.errors),
+    )
+    return ConfigFile.load(path, model)
+
+
+@dataclass
+class Warden:
+    """The running kernel. `run` returns when `stop` is set and everything is saved."""
+
+    config: ConfigFile
+    registry: Registry
+    clock: Clock = field(default_factory=SystemClock)
+    rng: random.Random = field(default_factory=random.Random)
+    boot_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    hub: StatusHub = field(default_factory=StatusHub)
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+    supervisor: Supervisor | None = None
+    writer: StoreWriter | None = None
+
+    @property
+    def settings(self) -> WardenSettings:
+        return self.config.settings
+
+    async def run(self, stop: asyncio.Event) -> list[str]:
+        """Run until `stop` is set. Returns the daemons whose task outlived shutdown."""
+        for error in self.registry.errors:
+            logger.error("daemon plugin not loaded", plugin=error.name, source=error.source, error=error.error)
+        settings = self.settings
+        store = await Store.open(settings.database_path, busy_timeout_ms=int(settings.store.busy_timeout * 1000))
+        try:
+            self.writer = writer = StoreWriter(self.hub, store, self.clock, self.boot_id)
+            previous = await self._recover(store)
+            await store.begin_boot(self.boot_id, self.clock.time(), os.getpid())
+            self.supervisor = supervisor = Supervisor(
+                self.registry.daemons, settings, self.hub, self.clock, rng=self.rng, previous=previous
+            )
+            self.config.on_change(supervisor.apply_settings)
+            await self._serve(store, writer, supervisor, stop)
+            await writer.flush(settings.supervisor.shutdown_flush_timeout)
+            await store.end_boot(self.boot_id, self.clock.time())
+        finally:
+            await store.close()
+        logger.info("Warden stopped", boot=self.boot_id)
+        return supervisor.live_tasks()
+
+    async def _serve(self, store: Store, writer: StoreWriter, supervisor: Supervisor, stop: asyncio.Event) -> None:
+        supervising = asyncio.Event()
+        async with asyncio.TaskGroup() as group:
+            tasks = [
+                group.create_task(writer.run(), name="store-writer"),
+                group.create_task(supervisor.run(supervising), name="supervisor"),
+                group.create_task(
+                    self.config.watch(self.clock, self.settings.supervisor.config_poll_interval), name="config-watch"
+                ),
+                group.create_task(self._retention(store), name="retention"),
+            ]
+            await supervising.wait()
+            await supervisor.auto_start()
+            self.ready.set()
+            logger.info("Warden running", boot=self.boot_id, daemons=len(supervisor.runners), database=str(store.path))
+            await stop.wait()
+            logger.info("shutting down: stopping every daemon")
+            await supervisor.stop_all(Actor.SHUTDOWN)
+            for task in tasks:
+                task.cancel()
+
+    async def _recover(self, store: Store) -> dict[str, DaemonStatus]:
+        """Reconcile what a previous process left: anything it was running was interrupted."""
+        stored = await store.states()
+        for name, row in stored.items():
+            if row.status.state in _INTERRUPTED:
+                message = f"Warden stopped unexpectedly while this daemon was {row.status.state} (boot {row.boot_id})"
+                logger.warning("recovered an interrupted daemon", daemon=name, previous_boot=row.boot_id)
+                self.hub.record_event(
+                    Event(name, "interrupted", Actor.RECOVERY, self.clock.time(), message, row.status.state, DaemonState.STOPPED)
+                )
+        return {name: row.status for name, row in stored.items()}
+
+    async def _retention(self, store: Store) -> None:
+        settings = self.settings.store
+        retention = Retention(
+            log_max_age=settings.log_retention_days * _DAY,
+            log_max_rows=settings.log_max_rows,
+            event_max_age=settings.event_retention_days * _DAY,
+            event_max_rows=settings.event_max_rows,
+        )
+        while True:
+            try:
+                removed = await store.prune(self.clock.time(), retention)
+            except StoreError as error:
+                logger.warning("retention pass failed; retrying later", error=str(error))
+            else:
+                if removed:
+                    logger.info("old log lines and events removed", rows=removed)
+            await sleep(self.clock, 3600)

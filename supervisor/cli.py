@@ -1,0 +1,114 @@
+"""The `warden` command: run, check-config, daemons."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from supervisor import logs
+from supervisor.app import Warden, load_config
+from supervisor.configfile import ConfigError
+from supervisor.plugins import discover
+
+DEFAULT_CONFIG = Path(os.environ.get("WARDEN_CONFIG", "config/warden.yaml"))
+logger = structlog.get_logger("warden")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="warden", description="Keeps the daemons of a Stash library running.")
+    parser.add_argument("--log-format", choices=["console", "json"], default="console", help="process log output")
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="run Warden until SIGINT/SIGTERM")
+    run.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help=f"config file (default {DEFAULT_CONFIG})")
+    check = commands.add_parser("check-config", help="validate a config file; exit 1 when invalid")
+    check.add_argument("path", type=Path, nargs="?", default=DEFAULT_CONFIG)
+    daemons = commands.add_parser("daemons", help="list the registered daemons and their settings")
+    daemons.add_argument("--json", action="store_true", help="print the JSON schema of each daemon's settings")
+    args = parser.parse_args(argv)
+    logs.configure(args.log_format)
+    if args.command == "run":
+        return _run(args.config)
+    if args.command == "check-config":
+        return _check_config(args.path)
+    return _list_daemons(args.json)
+
+
+def _run(config_path: Path) -> int:
+    registry = discover()
+    try:
+        config = load_config(config_path, registry)
+    except ConfigError as error:
+        print(error, file=sys.stderr)
+        return 2
+    warden = Warden(config, registry)
+    leftovers = asyncio.run(_serve(warden))
+    if leftovers:
+        # asyncio.run would wait forever for tasks that ignore cancellation: leave without them.
+        logger.error("daemons did not stop; exiting without them", daemons=leftovers)
+        sys.stderr.flush()
+        os._exit(0)
+    return 0
+
+
+async def _serve(warden: Warden) -> list[str]:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def on_signal(signum: int) -> None:
+        if stop.is_set():
+            logger.error("second signal: exiting now", signal=signal.Signals(signum).name)
+            sys.stderr.flush()
+            os._exit(1)
+        logger.info("signal received: shutting down (send it again to force)", signal=signal.Signals(signum).name)
+        stop.set()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, on_signal, signum)
+    try:
+        return await warden.run(stop)
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+
+
+def _check_config(path: Path) -> int:
+    try:
+        load_config(path, discover())
+    except ConfigError as error:
+        print(error, file=sys.stderr)
+        return 1
+    print(f"{path}: ok")
+    return 0
+
+
+def _list_daemons(as_json: bool) -> int:
+    registry = discover()
+    schemas = {name: cls.Config.model_json_schema() for name, cls in registry.daemons.items()}
+    if as_json:
+        print(json.dumps(schemas, indent=2))
+    else:
+        for name, cls in registry.daemons.items():
+            print(f"{name}: {cls.title}")
+            for field, schema in schemas[name]["properties"].items():
+                print(f"  {field} = {schema.get('default')!r}{_bounds(schema)}  {schema.get('description', '')}")
+    for error in registry.errors:
+        print(f"not loaded: {error.name} ({error.source}): {error.error}", file=sys.stderr)
+    return 1 if registry.errors else 0
+
+
+_BOUNDS = {"minimum": ">=", "exclusiveMinimum": ">", "maximum": "<=", "exclusiveMaximum": "<"}
+
+
+def _bounds(schema: dict[str, Any]) -> str:
+    parts = [f"{sign} {schema[key]}" for key, sign in _BOUNDS.items() if key in schema]
+    if "enum" in schema:
+        parts.append(" | ".join(map(str, schema["enum"])))
+    return f"  [{', '.join(parts)}]" if parts else ""

@@ -1,0 +1,240 @@
+"""ConfigFile: owns config/warden.yaml. Reads, validates, edits and watches it.
+
+Every change (from the API or a hand edit) is validated as a whole file first: an invalid
+file changes nothing, and each error names the key path and its line. Writes are atomic
+(temp file, fsync, rename) and round-trip the YAML, so comments and key order survive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import hashlib
+import io
+import os
+import tempfile
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import structlog
+from pydantic import ValidationError
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+
+from supervisor.clock import Clock, sleep
+from supervisor.config import WardenSettings
+
+logger = structlog.get_logger("warden.config")
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigIssue:
+    path: str  # dotted key path, e.g. "daemons.stash_sync.interval"; "" for the whole file
+    message: str
+    line: int | None  # 1-based line in the file, when the key is in the file
+
+    def __str__(self) -> str:
+        where = f"line {self.line}: " if self.line else ""
+        return f"{where}{self.path or '(file)'}: {self.message}"
+
+
+class ConfigError(Exception):
+    def __init__(self, source: str, issues: list[ConfigIssue]) -> None:
+        self.source = source
+        self.issues = issues
+        super().__init__(f"{source} is invalid:\n" + "\n".join(f"  {issue}" for issue in issues))
+
+
+class ConfigConflict(Exception):
+    """The file changed since the version the edit was based on."""
+
+
+def _yaml() -> YAML:
+    yaml = YAML()  # round-trip: keeps comments, order and quoting
+    yaml.preserve_quotes = True
+    yaml.width = 4096
+    yaml.indent(mapping=2, sequence=4, offset=2)
+    return yaml
+
+
+def parse(text: str, model: type[WardenSettings], source: str) -> tuple[CommentedMap, WardenSettings]:
+    """Parse and validate a whole config text; raises ConfigError naming keys and lines."""
+    try:
+        document = _yaml().load(text)
+    except MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        message = " ".join(str(part) for part in (error.context, error.problem) if part)
+        raise ConfigError(source, [ConfigIssue("", message, mark.line + 1 if mark else None)]) from None
+    except YAMLError as error:
+        raise ConfigError(source, [ConfigIssue("", str(error), None)]) from None
+    if document is None:
+        document = CommentedMap()
+    if not isinstance(document, CommentedMap):
+        raise ConfigError(source, [ConfigIssue("", "the file must be a mapping of sections", 1)])
+    try:
+        settings = model(**_plain(document))
+    except ValidationError as error:
+        issues = [
+            ConfigIssue(
+                ".".join(str(part) for part in item["loc"]),
+                item["msg"],
+                _line_of(document, item["loc"]),
+            )
+            for item in error.errors()
+        ]
+        raise ConfigError(source, issues) from None
+    return document, settings
+
+
+def _plain(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {str(key): _plain(value) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_plain(value) for value in node]
+    return node
+
+
+def _line_of(document: CommentedMap, loc: tuple[Any, ...]) -> int | None:
+    """The line of the deepest key of `loc` present in the file (1-based)."""
+    node: Any = document
+    line = None
+    for part in loc:
+        if isinstance(node, CommentedMap) and part in node:
+            line = node.lc.key(part)[0] + 1
+            node = node[part]
+        elif isinstance(node, CommentedSeq) and isinstance(part, int) and 0 <= part < len(node):
+            line = node.lc.item(part)[0] + 1
+            node = node[part]
+        else:
+            break
+    return line
+
+
+def dump(document: CommentedMap) -> str:
+    buffer = io.StringIO()
+    _yaml().dump(document, buffer)
+    return buffer.getvalue()
+
+
+def etag_of(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+class ConfigFile:
+    """The config file and the settings it holds. One writer at a time (an asyncio lock)."""
+
+    def __init__(self, path: Path, model: type[WardenSettings], text: str, document: CommentedMap, settings: WardenSettings) -> None:
+        self.path = path
+        self.model = model
+        self.text = text
+        self.settings = settings
+        self._document = document
+        self._lock = asyncio.Lock()
+        self._listeners: list[Callable[[WardenSettings], Awaitable[None]]] = []
+        self.last_error: ConfigError | None = None
+
+    @classmethod
+    def load(cls, path: Path, model: type[WardenSettings]) -> ConfigFile:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as error:
+            raise ConfigError(str(path), [ConfigIssue("", f"cannot read the file: {error.strerror}", None)]) from None
+        document, settings = parse(text, model, str(path))
+        return cls(path, model, text, document, settings)
+
+    @property
+    def etag(self) -> str:
+        return etag_of(self.text)
+
+    def on_change(self, listener: Callable[[WardenSettings], Awaitable[None]]) -> None:
+        """`listener(settings)` is awaited after every accepted change."""
+        self._listeners.append(listener)
+
+    async def update_daemon(self, name: str, values: dict[str, Any]) -> WardenSettings:
+        """Set fields of one daemon's section (None removes a key, back to its default)."""
+        async with self._lock:
+            document = copy.deepcopy(self._document)
+            sections = document.setdefault("daemons", CommentedMap())
+            if sections is None:
+                sections = document["daemons"] = CommentedMap()
+            section = sections.get(name)
+            if section is None:
+                section = sections[name] = CommentedMap()
+            for key, value in values.items():
+                if value is None:
+                    section.pop(key, None)
+                elif section.get(key) != value:
+                    section[key] = value
+            return await self._accept(dump(document), "update")
+
+    async def replace(self, text: str, expected_etag: str | None = None) -> WardenSettings:
+        """Replace the whole file with `text` (validated first); `expected_etag` guards lost updates."""
+        async with self._lock:
+            if expected_etag is not None and expected_etag != self.etag:
+                raise ConfigConflict(f"{self.path} changed since version {expected_etag}; reload and edit again")
+            return await self._accept(text, "edit")
+
+    async def _accept(self, text: str, how: str) -> WardenSettings:
+        document, settings = parse(text, self.model, str(self.path))
+        await asyncio.to_thread(_atomic_write, self.path, text)
+        await self._adopt(text, document, settings, how)
+        return settings
+
+    async def _adopt(self, text: str, document: CommentedMap, settings: WardenSettings, how: str) -> None:
+        self.text, self._document, self.settings = text, document, settings
+        self.last_error = None
+        logger.info("configuration changed", path=str(self.path), how=how)
+        for listener in self._listeners:
+            await listener(settings)
+
+    async def watch(self, clock: Clock, interval: float) -> None:
+        """Pick up hand edits of the file until cancelled."""
+        while True:
+            await sleep(clock, interval)
+            await self.reload_if_changed()
+
+    async def reload_if_changed(self) -> bool:
+        """Re-read the file; adopt it when it changed and is valid. True when adopted."""
+        async with self._lock:
+            try:
+                text = await asyncio.to_thread(self.path.read_text, encoding="utf-8")
+            except OSError as error:
+                self._reject(ConfigError(str(self.path), [ConfigIssue("", f"cannot read the file: {error.strerror}", None)]))
+                return False
+            if text == self.text:
+                return False
+            try:
+                document, settings = parse(text, self.model, str(self.path))
+            except ConfigError as error:
+                self._reject(error)
+                return False
+            await self._adopt(text, document, settings, "file edited")
+            return True
+
+    def _reject(self, error: ConfigError) -> None:
+        if self.last_error is None or self.last_error.issues != error.issues:
+            logger.error("config file rejected; the running configuration is unchanged", error=str(error))
+        self.last_error = error
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+            file.write(text)
+            file.flush()
+            os.fsync(file.fileno())
+        if path.exists():
+            os.chmod(temporary, path.stat().st_mode & 0o777)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)

@@ -1,0 +1,170 @@
+"""The daemon contract: what a plugin daemon subclasses, and the context it talks to.
+
+A daemon never touches Warden's database, sockets or files. It reports through its
+context: `update_status` (returns at once), `sleep` (interruptible and visible), `log`.
+Stopping is cancellation: clean up in `finally` and never swallow `CancelledError`.
+A daemon that raises is restarted by the supervisor with its restart policy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import traceback
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import structlog
+
+from supervisor.clock import Clock, sleep
+from supervisor.config import DaemonConfig, LogLevel
+from supervisor.hub import StatusHub
+from supervisor.models import LogLine
+
+if TYPE_CHECKING:
+    from supervisor.config import WardenSettings
+
+_LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
+
+
+class DaemonContext:
+    """One run of one daemon: its heartbeat, its sleep, its status and log outlets.
+
+    A new context is made for every run; once the run is over the context is closed and
+    anything a leftover task still reports through it is ignored, so an old instance can
+    never overwrite the state of the new one.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        clock: Clock,
+        hub: StatusHub,
+        settings: WardenSettings,
+        log_level: LogLevel,
+        publish: Callable[..., None],
+    ) -> None:
+        self.name = name
+        self.clock = clock
+        self.settings = settings
+        self.last_heartbeat = clock.monotonic()
+        self.closed = False
+        self._publish = publish
+        self._wake: asyncio.Future[bool] | None = None
+        self.log = DaemonLogger(self, hub, log_level)
+
+    @property
+    def sleeping(self) -> bool:
+        return self._wake is not None
+
+    def heartbeat(self) -> None:
+        self.last_heartbeat = self.clock.monotonic()
+
+    def update_status(self, message: str, job_id: str | None, job_type: str | None, progress: float | None) -> None:
+        if self.closed:
+            return
+        self.last_heartbeat = self.clock.monotonic()
+        self._publish(message=message, job_id=job_id, job_type=job_type, progress=progress)
+
+    async def sleep(self, seconds: float, reason: str) -> bool:
+        if self.closed:
+            raise asyncio.CancelledError
+        self.heartbeat()
+        self._wake = asyncio.get_running_loop().create_future()
+        self._publish(sleeping_until=self.clock.time() + seconds, sleep_reason=reason)
+        try:
+            return await sleep(self.clock, seconds, self._wake)
+        finally:
+            self._wake = None
+            if not self.closed:
+                self.heartbeat()
+                self._publish(sleeping_until=None, sleep_reason=None)
+
+    def wake(self) -> bool:
+        """Cut the current sleep short; False when the daemon was not sleeping."""
+        if self._wake is None or self._wake.done():
+            return False
+        self._wake.set_result(True)
+        return True
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class DaemonLogger:
+    """Structured log lines of one daemon: kept, streamed to the page, and printed."""
+
+    def __init__(self, context: DaemonContext, hub: StatusHub, level: LogLevel) -> None:
+        self._context = context
+        self._hub = hub
+        self._threshold = _LEVELS[level]
+        self._out = structlog.get_logger("warden.daemon").bind(daemon=context.name)
+
+    def debug(self, message: str, **fields: Any) -> None:
+        self._emit("debug", message, fields)
+
+    def info(self, message: str, **fields: Any) -> None:
+        self._emit("info", message, fields)
+
+    def warning(self, message: str, **fields: Any) -> None:
+        self._emit("warning", message, fields)
+
+    def error(self, message: str, **fields: Any) -> None:
+        self._emit("error", message, fields)
+
+    def exception(self, message: str, **fields: Any) -> None:
+        """An error line with the traceback of the exception being handled."""
+        self._emit("error", message, {**fields, "traceback": traceback.format_exc()})
+
+    def _emit(self, level: str, message: str, fields: dict[str, Any]) -> None:
+        context = self._context
+        if context.closed:
+            return
+        context.heartbeat()
+        if _LEVELS[level] < self._threshold:
+            return
+        self._hub.record_log(LogLine(context.name, level, message, context.clock.time(), fields))
+        getattr(self._out, level)(message, **fields)
+
+
+class Daemon:
+    """Base class of every Warden daemon. See README.md, "Writing a daemon"."""
+
+    #: Identifier: the config section, the URL segment, the log tag. Lowercase, digits, underscores.
+    name: ClassVar[str]
+    #: What a person reads on the page.
+    title: ClassVar[str]
+    #: The daemon's settings: subclass DaemonConfig; every field needs a default and a description.
+    Config: ClassVar[type[DaemonConfig]] = DaemonConfig
+    #: True when a change to the daemon's own Config fields can be taken without a restart:
+    #: the supervisor replaces `self.config` and wakes the daemon from its sleep.
+    reloadable: ClassVar[bool] = False
+    #: Shared settings sections the daemon reads ("stash", "qbittorrent", "paths"): a change to
+    #: one of them restarts the daemon.
+    uses: ClassVar[frozenset[str]] = frozenset()
+
+    def __init__(self, context: DaemonContext, config: DaemonConfig) -> None:
+        self.context = context
+        self.config = config
+        self.log = context.log
+
+    @property
+    def settings(self) -> WardenSettings:
+        """The whole validated Warden settings (connections, paths) for this run."""
+        return self.context.settings
+
+    async def run(self) -> None:
+        raise NotImplementedError
+
+    async def update_status(
+        self,
+        message: str,
+        job_id: str | None = None,
+        job_type: str | None = None,
+        progress: float | None = None,
+    ) -> None:
+        """Say what the daemon is doing now. Returns at once; also a heartbeat."""
+        self.context.update_status(message, job_id, job_type, progress)
+
+    async def sleep(self, seconds: float, reason: str) -> bool:
+        """Sleep visibly ("sleeping until T: reason"). Returns True when woken early ("run now")."""
+        return await self.context.sleep(seconds, reason)

@@ -1,0 +1,91 @@
+"""The values Warden passes around: daemon states, actors, status snapshots, events, log lines."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+class DaemonState(enum.StrEnum):
+    STOPPED = "stopped"
+    STARTING = "starting"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    BACKOFF = "backoff"  # crashed; a restart is scheduled
+    FATAL = "fatal"  # restart limit reached, or crashed with policy `never`; waits for a person
+    DISABLED = "disabled"
+
+
+#: States in which a daemon task exists (or is about to).
+ACTIVE_STATES = frozenset({DaemonState.STARTING, DaemonState.RUNNING, DaemonState.STOPPING})
+
+
+class Actor(enum.StrEnum):
+    """Who or what caused a transition."""
+
+    USER = "user"
+    AUTO_START = "auto-start"
+    CRASH = "crash"
+    WATCHDOG = "watchdog"
+    CONFIG = "config"
+    SHUTDOWN = "shutdown"
+    RECOVERY = "recovery"  # reconciling rows left behind by a process that died
+
+
+class RestartPolicy(enum.StrEnum):
+    ON_FAILURE = "on-failure"
+    ALWAYS = "always"
+    NEVER = "never"
+
+
+@dataclass(frozen=True, slots=True)
+class DaemonStatus:
+    """Everything a person needs to know about one daemon right now."""
+
+    name: str
+    title: str
+    state: DaemonState = DaemonState.STOPPED
+    message: str = ""
+    job_id: str | None = None
+    job_type: str | None = None
+    progress: float | None = None
+    sleeping_until: float | None = None
+    sleep_reason: str | None = None
+    heartbeat_at: float | None = None
+    started_at: float | None = None
+    restarts: int = 0
+    last_error: str | None = None
+    next_restart_at: float | None = None
+    updated_at: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A recorded fact about a daemon: a transition, a hang, a config change, a recovery."""
+
+    daemon: str
+    kind: str  # "transition", "hung", "loop-blocked", "interrupted", "config", "abandoned"
+    actor: Actor
+    at: float
+    message: str = ""
+    from_state: DaemonState | None = None
+    to_state: DaemonState | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class LogLine:
+    daemon: str
+    level: str
+    message: str
+    at: float
+    fields: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

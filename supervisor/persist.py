@@ -1,0 +1,129 @@
+"""StoreWriter: the single task that moves the hub's changes into the Store.
+
+It reads the hub like any other subscriber, so a burst of status updates arrives collapsed
+to the latest state per daemon and becomes one transaction. When a write fails, the batch
+is kept (merged with newer changes), the failure is published as the `store` system state,
+and the write is retried with backoff; daemons are never held up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import structlog
+
+from supervisor.clock import Clock, sleep
+from supervisor.hub import Batch, StatusHub, Subscription
+from supervisor.models import DaemonStatus, Event, LogLine
+from supervisor.store import Store, StoreError
+
+logger = structlog.get_logger("warden.store")
+
+#: Lines (events and logs) held for the database while it is unavailable; older ones are dropped.
+MAX_UNSAVED_LINES = 200_000
+
+
+class StoreWriter:
+    def __init__(self, hub: StatusHub, store: Store, clock: Clock, boot_id: str, *, retry_cap: float = 5.0) -> None:
+        self._hub = hub
+        self._store = store
+        self._clock = clock
+        self._boot_id = boot_id
+        self._retry_cap = retry_cap
+        self._subscription: Subscription = hub.subscribe(max_lines=MAX_UNSAVED_LINES)
+        self._states: dict[str, DaemonStatus] = {}
+        self._lines: list[Event | LogLine] = []
+        self.transactions = 0
+        self.dropped_lines = 0
+        self.last_write_seconds = 0.0
+        self._in_flight: asyncio.Future[None] | None = None
+
+    async def run(self) -> None:
+        """Write until cancelled. Call `flush` afterwards to save what is left."""
+        failures = 0
+        self._hub.set_system("store", {"ok": True, "error": None, "since": self._clock.time()})
+        while True:
+            self._take(await self._subscription.get())
+            try:
+                await self._write_shielded()
+            except StoreError as error:
+                failures += 1
+                self._report_failure(error, failures)
+                await sleep(self._clock, min(self._retry_cap, 0.1 * 2**failures))
+            else:
+                if failures:
+                    logger.info("database writes resumed", failed_attempts=failures)
+                    self._hub.set_system("store", {"ok": True, "error": None, "since": self._clock.time()})
+                failures = 0
+
+    async def flush(self, timeout: float) -> bool:
+        """Write everything published so far; True when it all reached the database."""
+        if self._in_flight is not None:
+            with contextlib.suppress(StoreError):
+                await self._in_flight
+        self._hub.flush()
+        self._take(self._subscription.take())
+        self._hub.unsubscribe(self._subscription)
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    try:
+                        await self._write()
+                        return True
+                    except StoreError as error:
+                        logger.warning("final database write failed, retrying", error=str(error))
+                        await sleep(self._clock, 0.2)
+        except TimeoutError:
+            logger.error(
+                "could not save the final state in time; it is lost",
+                timeout=timeout,
+                daemon_states=len(self._states),
+                lines=len(self._lines),
+            )
+            return False
+
+    def _take(self, batch: Batch) -> None:
+        for delta in batch.deltas:
+            if delta.kind == "daemon":
+                self._states[delta.key] = delta.data
+            elif delta.kind in ("event", "log"):
+                self._lines.append(delta.data)
+        self.dropped_lines += batch.dropped
+        overflow = len(self._lines) - MAX_UNSAVED_LINES
+        if overflow > 0:
+            del self._lines[:overflow]
+            self.dropped_lines += overflow
+
+    async def _write(self) -> None:
+        """Write what is pending. On failure it stays pending (newer states win) and StoreError is raised."""
+        if not (self._states or self._lines):
+            return
+        states, lines = self._states, self._lines
+        self._states, self._lines = {}, []
+        started = self._clock.monotonic()
+        try:
+            await self._store.write(
+                self._boot_id,
+                states=states.values(),
+                events=[line for line in lines if isinstance(line, Event)],
+                logs=[line for line in lines if isinstance(line, LogLine)],
+            )
+        except StoreError:
+            self._states = {**states, **self._states}
+            self._lines = lines + self._lines
+            raise
+        self.last_write_seconds = self._clock.monotonic() - started
+        self.transactions += 1
+
+    async def _write_shielded(self) -> None:
+        # A cancelled await must not leave a transaction half-known: the write finishes either
+        # way and `flush` waits for it, so nothing is written twice or lost.
+        self._in_flight = asyncio.ensure_future(self._write())
+        await asyncio.shield(self._in_flight)
+
+    def _report_failure(self, error: StoreError, failures: int) -> None:
+        if failures == 1:
+            logger.error("database write failed; daemons keep running and writes are retried", error=str(error))
+            self._hub.set_system(
+                "store", {"ok": False, "error": str(error), "since": self._clock.time()}
+            )

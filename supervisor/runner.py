@@ -1,0 +1,386 @@
+"""DaemonRunner: the lifecycle of one daemon, driven by one long-lived supervising task.
+
+Commands (start, stop, restart, wake) only change what is wanted and nudge the task; the
+task alone creates, cancels and restarts the daemon's task. So concurrent commands can
+never make two instances or lose a stop: whatever is wanted last is what happens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import random
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from supervisor.clock import Clock, sleep
+from supervisor.config import KERNEL_FIELDS, DaemonConfig, WardenSettings
+from supervisor.daemon import Daemon, DaemonContext
+from supervisor.hub import StatusHub
+from supervisor.models import Actor, DaemonState, DaemonStatus, Event, RestartPolicy
+
+logger = structlog.get_logger("warden.supervisor")
+
+S = DaemonState
+_ALLOWED: dict[DaemonState, frozenset[DaemonState]] = {
+    S.STOPPED: frozenset({S.STARTING, S.DISABLED}),
+    S.STARTING: frozenset({S.RUNNING, S.STOPPING, S.STOPPED, S.BACKOFF, S.FATAL}),
+    S.RUNNING: frozenset({S.STOPPING, S.STOPPED, S.BACKOFF, S.FATAL}),
+    S.STOPPING: frozenset({S.STOPPED, S.BACKOFF, S.FATAL}),
+    S.BACKOFF: frozenset({S.STARTING, S.STOPPED, S.FATAL}),
+    S.FATAL: frozenset({S.STARTING, S.STOPPED}),
+    S.DISABLED: frozenset({S.STOPPED}),
+}
+#: States that end a start request: it runs, or it failed and the policy has decided.
+_STARTED = frozenset({S.RUNNING, S.BACKOFF, S.FATAL})
+#: States that end a stop request.
+_STOPPED = frozenset({S.STOPPED, S.DISABLED, S.FATAL})
+
+
+class DaemonDisabled(Exception):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Interrupt:
+    """Why the supervising task must cut the current run (or backoff) short."""
+
+    actor: Actor
+    restart: bool = False
+    hung: bool = False
+    message: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How a run ended."""
+
+    crashed: bool
+    error: str | None = None
+    actor: Actor = Actor.CRASH
+
+
+class DaemonRunner:
+    def __init__(
+        self,
+        daemon_class: type[Daemon],
+        config: DaemonConfig,
+        settings: WardenSettings,
+        hub: StatusHub,
+        clock: Clock,
+        rng: random.Random,
+        initial: DaemonStatus | None = None,
+    ) -> None:
+        self.daemon_class = daemon_class
+        self.name = daemon_class.name
+        self.config = config
+        self.settings = settings
+        self._hub = hub
+        self._clock = clock
+        self._rng = rng
+        state = S.STOPPED if config.enabled else S.DISABLED
+        base = initial or DaemonStatus(daemon_class.name, daemon_class.title)
+        self.status = DaemonStatus(
+            self.name, daemon_class.title, state, last_error=base.last_error, updated_at=clock.time()
+        )
+        self.context: DaemonContext | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.daemon: Daemon | None = None
+        self._want_running = False
+        self._start_actor = Actor.USER
+        self._interrupt: Interrupt | None = None
+        self._nudge: asyncio.Future[bool] | None = None
+        self._restart_times: deque[float] = deque()
+        self._failures = 0
+        self.runs = 0
+        self._waiters: list[tuple[Callable[[DaemonStatus], bool], asyncio.Future[None]]] = []
+        hub.set_status(self.status)
+
+    # -- commands -------------------------------------------------------------------
+
+    async def start(self, actor: Actor = Actor.USER, timeout: float = 5.0) -> DaemonStatus:
+        """Start the daemon (or cut its backoff short) and wait briefly for it to settle."""
+        if self.status.state is S.DISABLED:
+            raise DaemonDisabled(f"{self.name} is disabled; enable it in its configuration first")
+        if self.status.state in (S.STARTING, S.RUNNING) and self._want_running and self._interrupt is None:
+            return self.status
+        if actor is Actor.USER:
+            # A person starting a daemon clears the crash history: fatal means "wait for a person".
+            self._restart_times.clear()
+            self._failures = 0
+        self._want_running = True
+        self._start_actor = actor
+        self._poke()
+        await self._wait(lambda s: s.state in _STARTED or not self._want_running, timeout)
+        return self.status
+
+    async def stop(self, actor: Actor = Actor.USER, timeout: float | None = None) -> DaemonStatus:
+        """Stop the daemon (cancel it, give it stop_timeout) and wait until it has stopped."""
+        self._want_running = False
+        if self.status.state in (S.STARTING, S.RUNNING, S.BACKOFF):
+            self._interrupt = Interrupt(actor)
+        elif self.status.state is S.FATAL:
+            self._transition(S.STOPPED, actor, "acknowledged")
+        self._poke()
+        await self._wait(
+            lambda s: s.state in _STOPPED or self._want_running,
+            self.config.stop_timeout + 1 if timeout is None else timeout,
+        )
+        return self.status
+
+    async def restart(self, actor: Actor = Actor.USER, timeout: float = 5.0) -> DaemonStatus:
+        """Stop the running instance and start a new one; a start when not running."""
+        if self.status.state not in (S.STARTING, S.RUNNING):
+            return await self.start(actor, timeout)
+        runs = self.runs
+        self._want_running = True
+        self._start_actor = actor
+        self._interrupt = Interrupt(actor, restart=True)
+        self._poke()
+        await self._wait(
+            lambda s: (self.runs > runs and s.state in _STARTED) or not self._want_running,
+            self.config.stop_timeout + timeout,
+        )
+        return self.status
+
+    def wake(self) -> bool:
+        """Cut the daemon's sleep short ("run now"); False when it was not sleeping."""
+        return self.context is not None and self.context.wake()
+
+    def check_heartbeat(self, now: float) -> None:
+        """Called by the watchdog: a running daemon silent past watchdog_timeout is hung."""
+        context = self.context
+        if context is None or context.closed or context.sleeping or self._interrupt is not None:
+            return
+        silent = now - context.last_heartbeat
+        if silent <= self.config.watchdog_timeout:
+            return
+        message = f"no heartbeat for {silent:.0f} s (watchdog_timeout {self.config.watchdog_timeout:g} s)"
+        self._record("hung", Actor.WATCHDOG, message)
+        logger.warning("daemon hung; cancelling it", daemon=self.name, silent_for=round(silent, 1))
+        self._interrupt = Interrupt(Actor.WATCHDOG, hung=True, message=message)
+        self._poke()
+
+    async def reconfigure(self, config: DaemonConfig, settings: WardenSettings) -> None:
+        """Take a new config: live when nothing the running code depends on changed, else by a restart."""
+        old_config, old_settings = self.config, self.settings
+        self.config, self.settings = config, settings
+        changed = {field for field in type(config).model_fields if getattr(old_config, field) != getattr(config, field)}
+        uses_changed = any(getattr(old_settings, s) != getattr(settings, s) for s in self.daemon_class.uses)
+        if not changed and not uses_changed:
+            return
+        self._record("config", Actor.CONFIG, "changed: " + ", ".join(sorted(changed) or self.daemon_class.uses))
+        if not config.enabled:
+            if self.status.state is not S.DISABLED:
+                await self.stop(Actor.CONFIG)
+                self._transition(S.DISABLED, Actor.CONFIG)
+            return
+        if self.status.state is S.DISABLED:
+            self._transition(S.STOPPED, Actor.CONFIG)
+            if config.auto_start:
+                await self.start(Actor.CONFIG)
+            return
+        if self.status.state not in (S.STARTING, S.RUNNING) or self.daemon is None or self.context is None:
+            return  # the next start reads the new config
+        own_changed = changed - KERNEL_FIELDS
+        # Kernel fields are read from self.config when needed, except the logger's level.
+        if uses_changed or "log_level" in changed or (own_changed and not self.daemon_class.reloadable):
+            await self.restart(Actor.CONFIG)
+        elif own_changed:
+            self.daemon.config = config
+            self.context.settings = settings
+            self.context.wake()
+
+    def _poke(self) -> None:
+        if self._nudge is not None and not self._nudge.done():
+            self._nudge.set_result(True)
+
+    async def _wait(self, predicate: Callable[[DaemonStatus], bool], timeout: float) -> None:
+        """Wait until `predicate(status)` holds after a status change, or `timeout` passes."""
+        if predicate(self.status):
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        entry = (predicate, future)
+        self._waiters.append(entry)
+        try:
+            await asyncio.wait({future}, timeout=timeout)
+        finally:
+            self._waiters.remove(entry)
+
+    # -- the supervising task --------------------------------------------------------
+
+    async def supervise(self) -> None:
+        """Run for as long as Warden runs; owned by the Supervisor's task group."""
+        while True:
+            if not self._want_running:
+                self._interrupt = None
+                await self._wait_for_nudge()
+                continue
+            outcome = await self._run_once(self._start_actor)
+            interrupt, self._interrupt = self._interrupt, None
+            if outcome is not None:
+                await self._after_run(outcome)
+            elif interrupt is not None and interrupt.restart:
+                self._start_actor = interrupt.actor
+
+    async def _wait_for_nudge(self, seconds: float | None = None) -> bool:
+        """Wait for a command (or `seconds`); True when a command came first."""
+        self._nudge = asyncio.get_running_loop().create_future()
+        try:
+            if seconds is None:
+                return await self._nudge
+            return await sleep(self._clock, seconds, self._nudge)
+        finally:
+            self._nudge = None
+
+    async def _run_once(self, actor: Actor) -> Outcome | None:
+        """One run of the daemon. Returns how it ended, or None when it was stopped on request."""
+        self._transition(S.STARTING, actor)
+        self.runs += 1
+        context = DaemonContext(self.name, self._clock, self._hub, self.settings, self.config.log_level, self._publish)
+        self.context = context
+        started = self._clock.monotonic()
+        try:
+            self.daemon = self.daemon_class(context, self.config)
+        except Exception as error:  # a constructor that raises is a crash like any other
+            context.close()
+            return Outcome(True, _describe(error))
+        self.task = asyncio.create_task(self.daemon.run(), name=f"daemon:{self.name}")
+        try:
+            while not self.task.done() and self._interrupt is None:
+                await asyncio.wait({self.task, self._nudge_future()}, return_when=asyncio.FIRST_COMPLETED)
+            if self.task.done():
+                return self._outcome_of(self.task)
+            interrupt = self._interrupt
+            assert interrupt is not None
+            self._transition(S.STOPPING, interrupt.actor, interrupt.message)
+            await self._cancel(self.task, interrupt.actor)
+            if interrupt.hung:
+                return Outcome(True, interrupt.message, Actor.WATCHDOG)
+            self._transition(S.STOPPED, interrupt.actor)
+            return None
+        finally:
+            context.close()
+            self.daemon = None
+            if self._clock.monotonic() - started >= self.config.healthy_after:
+                self._failures = 0
+                self._restart_times.clear()
+
+    def _nudge_future(self) -> asyncio.Future[bool]:
+        self._nudge = asyncio.get_running_loop().create_future()
+        return self._nudge
+
+    def _outcome_of(self, task: asyncio.Task[None]) -> Outcome:
+        if task.cancelled():
+            return Outcome(True, "the daemon's task was cancelled from outside")
+        error = task.exception()
+        if error is None:
+            return Outcome(False)
+        logger.error("daemon crashed", daemon=self.name, exc_info=error)
+        return Outcome(True, _describe(error))
+
+    async def _cancel(self, task: asyncio.Task[None], actor: Actor) -> None:
+        """Cancel the daemon's task and wait for it: stop_timeout, then keep waiting, loudly."""
+        task.cancel()
+        done, _ = await asyncio.wait({task}, timeout=self.config.stop_timeout)
+        if not done:
+            message = f"did not stop within {self.config.stop_timeout:g} s of being cancelled"
+            self._record("stop-timeout", actor, message)
+            logger.error("daemon ignores cancellation", daemon=self.name, stop_timeout=self.config.stop_timeout)
+            self._set(last_error=message)
+            await asyncio.wait({task})
+        if not task.cancelled() and task.exception() is not None:
+            logger.warning("daemon raised while stopping", daemon=self.name, exc_info=task.exception())
+
+    async def _after_run(self, outcome: Outcome) -> None:
+        """A run ended by itself (or was hung): decide between stopped, backoff and fatal."""
+        policy = self.config.restart
+        if not outcome.crashed and policy is not RestartPolicy.ALWAYS:
+            self._want_running = False
+            self._transition(S.STOPPED, Actor.CRASH, "exited")
+            return
+        if outcome.error:
+            self._set(last_error=outcome.error)
+        if policy is RestartPolicy.NEVER:
+            self._want_running = False
+            self._transition(S.FATAL, outcome.actor, f"crashed, restart policy is never: {outcome.error}")
+            return
+        delay = self._next_delay()
+        if delay is None:
+            self._want_running = False
+            self._transition(
+                S.FATAL,
+                outcome.actor,
+                f"{self.config.max_restarts} restarts within {self.config.restart_window:g} s; waiting for a person",
+            )
+            return
+        self._set(next_restart_at=self._clock.time() + delay)
+        self._transition(S.BACKOFF, outcome.actor, f"restart in {delay:.1f} s: {outcome.error or 'exited'}")
+        self._interrupt = None
+        cut_short = await self._wait_for_nudge(delay)
+        self._set(next_restart_at=None)
+        interrupt, self._interrupt = self._interrupt, None
+        if not self._want_running:
+            self._transition(S.STOPPED, interrupt.actor if interrupt else Actor.USER)
+        elif not cut_short:  # an automatic restart (a person's start sets its own actor)
+            self._start_actor = outcome.actor
+            self._set(restarts=self.status.restarts + 1)
+
+    def _next_delay(self) -> float | None:
+        """Exponential backoff with jitter; None when the burst limit is reached."""
+        now = self._clock.monotonic()
+        window = self.config.restart_window
+        while self._restart_times and now - self._restart_times[0] > window:
+            self._restart_times.popleft()
+        if len(self._restart_times) >= self.config.max_restarts:
+            return None
+        self._restart_times.append(now)
+        self._failures += 1
+        delay = min(self.config.backoff_max, self.config.backoff_initial * 2 ** (self._failures - 1))
+        return min(self.config.backoff_max, delay * self._rng.uniform(0.8, 1.2))
+
+    # -- state -------------------------------------------------------------------------
+
+    def _publish(self, **changes: Any) -> None:
+        """Status fields reported by the daemon itself (message, job, progress, sleep)."""
+        if self.status.state is S.STARTING:
+            self._transition(S.RUNNING, self._start_actor)
+        self._set(heartbeat_at=self._clock.time(), **changes)
+
+    def _set(self, **changes: Any) -> None:
+        self.status = dataclasses.replace(self.status, updated_at=self._clock.time(), **changes)
+        self._hub.set_status(self.status)
+        self._notify()
+
+    def _transition(self, to: DaemonState, actor: Actor, message: str = "") -> None:
+        before = self.status.state
+        assert to in _ALLOWED[before], f"{self.name}: {before} -> {to} is not a valid transition"
+        now = self._clock.time()
+        changes: dict[str, Any] = {"state": to}
+        if to is S.STARTING:
+            changes.update(message="", job_id=None, job_type=None, progress=None, started_at=None)
+        elif to is S.RUNNING:
+            changes.update(started_at=now, heartbeat_at=now)
+        elif to in (S.STOPPED, S.BACKOFF, S.FATAL, S.DISABLED):
+            # A daemon that is not running shows no activity: nothing stale stays on the card.
+            changes.update(message="", job_id=None, job_type=None, progress=None, sleeping_until=None,
+                           sleep_reason=None, started_at=None)
+        self._set(**changes)
+        self._hub.record_event(Event(self.name, "transition", actor, now, message, before, to))
+        logger.info("daemon state", daemon=self.name, state=str(to), actor=str(actor), reason=message or None)
+
+    def _record(self, kind: str, actor: Actor, message: str) -> None:
+        self._hub.record_event(Event(self.name, kind, actor, self._clock.time(), message))
+
+    def _notify(self) -> None:
+        for predicate, future in list(self._waiters):
+            if not future.done() and predicate(self.status):
+                future.set_result(None)
+
+
+def _describe(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__

@@ -1,0 +1,244 @@
+"""Store: Warden's SQLite database. The only module that talks to SQLite.
+
+One connection in WAL mode. Migrations are a numbered list tracked with PRAGMA user_version.
+Writers call `write` with a whole batch, which becomes one transaction.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from supervisor.models import Actor, DaemonState, DaemonStatus, Event, LogLine
+
+MIGRATIONS: Sequence[str] = (
+    """
+    CREATE TABLE boots (
+        id TEXT PRIMARY KEY,
+        started_at REAL NOT NULL,
+        stopped_at REAL,
+        pid INTEGER NOT NULL
+    );
+    CREATE TABLE daemon_state (
+        name TEXT PRIMARY KEY,
+        title TEXT NOT NULL,
+        state TEXT NOT NULL,
+        message TEXT NOT NULL,
+        job_id TEXT,
+        job_type TEXT,
+        progress REAL,
+        sleeping_until REAL,
+        sleep_reason TEXT,
+        heartbeat_at REAL,
+        started_at REAL,
+        restarts INTEGER NOT NULL,
+        last_error TEXT,
+        next_restart_at REAL,
+        updated_at REAL NOT NULL,
+        boot_id TEXT NOT NULL
+    );
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY,
+        at REAL NOT NULL,
+        daemon TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        from_state TEXT,
+        to_state TEXT,
+        message TEXT NOT NULL,
+        boot_id TEXT NOT NULL
+    );
+    CREATE INDEX events_by_daemon ON events (daemon, at);
+    CREATE TABLE logs (
+        id INTEGER PRIMARY KEY,
+        at REAL NOT NULL,
+        daemon TEXT NOT NULL,
+        level TEXT NOT NULL,
+        message TEXT NOT NULL,
+        fields TEXT NOT NULL
+    );
+    CREATE INDEX logs_by_daemon ON logs (daemon, at);
+    """,
+)
+
+_STATE_COLUMNS = tuple(DaemonStatus.__dataclass_fields__)
+_UPSERT_STATE = (
+    f"INSERT INTO daemon_state ({', '.join(_STATE_COLUMNS)}, boot_id) "
+    f"VALUES ({', '.join('?' * len(_STATE_COLUMNS))}, ?) "
+    "ON CONFLICT (name) DO UPDATE SET "
+    + ", ".join(f"{column} = excluded.{column}" for column in (*_STATE_COLUMNS[1:], "boot_id"))
+)
+
+
+class StoreError(Exception):
+    """A database operation failed (disk full, locked beyond busy_timeout, file gone...)."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredState:
+    status: DaemonStatus
+    boot_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Retention:
+    log_max_age: float
+    log_max_rows: int
+    event_max_age: float
+    event_max_rows: int
+
+
+class Store:
+    def __init__(self, connection: aiosqlite.Connection, path: Path) -> None:
+        self._db = connection
+        self.path = path
+
+    @classmethod
+    async def open(cls, path: Path, *, busy_timeout_ms: int = 5000) -> Store:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        connection = await aiosqlite.connect(path, isolation_level=None)
+        store = cls(connection, path)
+        try:
+            await connection.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+            await connection.execute("PRAGMA journal_mode = WAL")
+            await connection.execute("PRAGMA synchronous = NORMAL")
+            await store._migrate()
+        except BaseException:
+            await connection.close()
+            raise
+        return store
+
+    async def close(self) -> None:
+        await self._db.close()
+
+    async def _migrate(self) -> None:
+        async with self._db.execute("PRAGMA user_version") as cursor:
+            row = await cursor.fetchone()
+        version = row[0] if row else 0
+        if version > len(MIGRATIONS):
+            raise StoreError(f"{self.path} was written by a newer Warden (schema {version}, this one knows {len(MIGRATIONS)})")
+        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+            # executescript commits first; the version bump is in the same script so both land together.
+            await self._db.executescript(f"BEGIN; {script}; PRAGMA user_version = {number}; COMMIT;")
+
+    async def schema_version(self) -> int:
+        async with self._db.execute("PRAGMA user_version") as cursor:
+            row = await cursor.fetchone()
+        return int(row[0]) if row else 0
+
+    # -- writing -------------------------------------------------------------------
+
+    async def write(
+        self,
+        boot_id: str,
+        states: Iterable[DaemonStatus] = (),
+        events: Iterable[Event] = (),
+        logs: Iterable[LogLine] = (),
+    ) -> None:
+        """Write one batch as a single transaction, or raise StoreError and write nothing."""
+        state_rows = [(*(getattr(s, c) for c in _STATE_COLUMNS), boot_id) for s in states]
+        event_rows = [
+            (e.at, e.daemon, e.kind, e.actor, e.from_state, e.to_state, e.message, boot_id) for e in events
+        ]
+        log_rows = [(line.at, line.daemon, line.level, line.message, json.dumps(line.fields, default=str)) for line in logs]
+        try:
+            await self._db.execute("BEGIN IMMEDIATE")
+            try:
+                await self._db.executemany(_UPSERT_STATE, state_rows)
+                await self._db.executemany(
+                    "INSERT INTO events (at, daemon, kind, actor, from_state, to_state, message, boot_id) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    event_rows,
+                )
+                await self._db.executemany(
+                    "INSERT INTO logs (at, daemon, level, message, fields) VALUES (?, ?, ?, ?, ?)", log_rows
+                )
+                await self._db.commit()
+            except BaseException:
+                await self._db.rollback()
+                raise
+        except sqlite3.Error as error:
+            raise StoreError(str(error)) from error
+
+    async def begin_boot(self, boot_id: str, at: float, pid: int) -> None:
+        await self._execute("INSERT INTO boots (id, started_at, pid) VALUES (?, ?, ?)", (boot_id, at, pid))
+
+    async def end_boot(self, boot_id: str, at: float) -> None:
+        await self._execute("UPDATE boots SET stopped_at = ? WHERE id = ?", (at, boot_id))
+
+    async def prune(self, now: float, retention: Retention) -> int:
+        """Apply the retention limits; returns the number of rows removed."""
+        removed = 0
+        for table, max_age, max_rows in (
+            ("logs", retention.log_max_age, retention.log_max_rows),
+            ("events", retention.event_max_age, retention.event_max_rows),
+        ):
+            removed += await self._execute(f"DELETE FROM {table} WHERE at < ?", (now - max_age,))
+            removed += await self._execute(
+                f"DELETE FROM {table} WHERE id <= (SELECT id FROM {table} ORDER BY id DESC LIMIT 1 OFFSET ?)",
+                (max_rows,),
+            )
+        return removed
+
+    async def _execute(self, sql: str, parameters: Sequence[Any]) -> int:
+        try:
+            async with self._db.execute(sql, parameters) as cursor:
+                return cursor.rowcount
+        except sqlite3.Error as error:
+            raise StoreError(str(error)) from error
+
+    # -- reading -------------------------------------------------------------------
+
+    async def states(self) -> dict[str, StoredState]:
+        rows = await self._fetch(f"SELECT {', '.join(_STATE_COLUMNS)}, boot_id FROM daemon_state", ())
+        return {row[0]: StoredState(_status_from_row(row[:-1]), row[-1]) for row in rows}
+
+    async def events(self, daemon: str | None = None, limit: int = 100) -> list[tuple[Event, str]]:
+        """Newest first, each with the boot id it was recorded in."""
+        where, parameters = ("WHERE daemon = ?", (daemon, limit)) if daemon else ("", (limit,))
+        rows = await self._fetch(
+            "SELECT daemon, kind, actor, at, message, from_state, to_state, boot_id FROM events "
+            f"{where} ORDER BY id DESC LIMIT ?",
+            parameters,
+        )
+        return [(_event_from_row(row[:-1]), row[-1]) for row in rows]
+
+    async def logs(self, daemon: str, limit: int = 100) -> list[LogLine]:
+        """Newest first."""
+        rows = await self._fetch(
+            "SELECT daemon, level, message, at, fields FROM logs WHERE daemon = ? ORDER BY id DESC LIMIT ?",
+            (daemon, limit),
+        )
+        return [LogLine(row[0], row[1], row[2], row[3], json.loads(row[4])) for row in rows]
+
+    async def _fetch(self, sql: str, parameters: Sequence[Any]) -> list[sqlite3.Row]:
+        try:
+            async with self._db.execute(sql, parameters) as cursor:
+                return list(await cursor.fetchall())
+        except sqlite3.Error as error:
+            raise StoreError(str(error)) from error
+
+
+def _status_from_row(row: Sequence[Any]) -> DaemonStatus:
+    values = dict(zip(_STATE_COLUMNS, row, strict=True))
+    values["state"] = DaemonState(values["state"])
+    return DaemonStatus(**values)
+
+
+def _event_from_row(row: Sequence[Any]) -> Event:
+    daemon, kind, actor, at, message, from_state, to_state = row
+    return Event(
+        daemon,
+        kind,
+        Actor(actor),
+        at,
+        message,
+        DaemonState(from_state) if from_state else None,
+        DaemonState(to_state) if to_state else None,
+    )
