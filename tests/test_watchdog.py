@@ -1,0 +1,73 @@
+"""Watchdog: a silent daemon is found hung, cancelled and restarted; a loop blocker is named."""
+
+from __future__ import annotations
+
+from supervisor.models import Actor, DaemonState
+from tests.daemons_for_tests import Blocker, Hanger, Worker
+from tests.fakeclock import FakeClock
+from tests.harness import running_kernel
+
+S = DaemonState
+
+
+async def test_hung_daemon_is_detected_cancelled_and_restarted(tmp_path):
+    clock = FakeClock()
+    config = {"hanger": {"watchdog_timeout": 10}}
+    async with running_kernel(
+        [Hanger], tmp_path, clock=clock, daemons=config, supervisor={"watchdog_interval": 1}
+    ) as kernel:
+        await kernel.supervisor.start("hanger")
+        assert kernel.state("hanger") is S.RUNNING
+        await clock.advance(9)
+        assert kernel.state("hanger") is S.RUNNING, "not hung before watchdog_timeout"
+        await clock.advance(2)  # the tick at 11 s finds it silent; its restart is due at 12 s
+        hung = await kernel.until_event(lambda e: e.kind == "hung")
+        assert hung.daemon == "hanger" and hung.actor is Actor.WATCHDOG
+        await kernel.until_state("hanger", S.BACKOFF)
+        assert "no heartbeat" in (kernel.supervisor.runner("hanger").status.last_error or "")
+        await clock.advance(1)
+        await kernel.until_state("hanger", S.RUNNING)
+        status = kernel.supervisor.runner("hanger").status
+        assert status.restarts == 1
+        backoff = [e for e in kernel.events if e.to_state is S.BACKOFF]
+        assert backoff[0].actor is Actor.WATCHDOG
+
+
+async def test_a_sleeping_daemon_is_not_hung(tmp_path):
+    clock = FakeClock()
+    config = {"worker": {"watchdog_timeout": 10, "interval": 1000}}
+    async with running_kernel(
+        [Worker], tmp_path, clock=clock, daemons=config, supervisor={"watchdog_interval": 1}
+    ) as kernel:
+        await kernel.supervisor.start("worker")
+        await clock.advance(500)
+        assert kernel.state("worker") is S.RUNNING
+        assert not [e for e in kernel.events if e.kind == "hung"]
+
+
+async def test_status_updates_are_heartbeats(tmp_path):
+    clock = FakeClock()
+    config = {"hanger": {"watchdog_timeout": 10}}
+    async with running_kernel(
+        [Hanger], tmp_path, clock=clock, daemons=config, supervisor={"watchdog_interval": 1}
+    ) as kernel:
+        await kernel.supervisor.start("hanger")
+        daemon = kernel.supervisor.runner("hanger").daemon
+        assert daemon is not None
+        for _ in range(5):
+            await clock.advance(8)
+            await daemon.update_status("still here")
+        daemon.log.info("and a log line counts too")
+        await clock.advance(8)
+        assert kernel.state("hanger") is S.RUNNING
+        assert not [e for e in kernel.events if e.kind == "hung"]
+
+
+async def test_loop_blocking_daemon_is_named(tmp_path):
+    async with running_kernel(
+        [Blocker], tmp_path, daemons={"blocker": {"block_for": 0.4}}, supervisor={"loop_lag_threshold": 0.1}
+    ) as kernel:
+        await kernel.supervisor.start("blocker")
+        event = await kernel.until_event(lambda e: e.kind == "loop-blocked")
+        assert event.daemon == "blocker"
+        assert "blocked the event loop" in event.message
