@@ -36,6 +36,9 @@ class StoreWriter:
         self.transactions = 0
         self.dropped_lines = 0
         self.last_write_seconds = 0.0
+        self.saved_seq = 0  # every change up to this hub sequence number is on disk
+        self._pending_seq = 0
+        self._progress = asyncio.Event()
         self._in_flight: asyncio.Future[None] | None = None
 
     async def run(self) -> None:
@@ -82,7 +85,14 @@ class StoreWriter:
             )
             return False
 
+    async def wait_saved(self, seq: int) -> None:
+        """Wait until every change up to hub sequence number `seq` is on disk."""
+        while self.saved_seq < seq:
+            await self._progress.wait()
+
     def _take(self, batch: Batch) -> None:
+        if batch.deltas:
+            self._pending_seq = batch.deltas[-1].seq
         for delta in batch.deltas:
             if delta.kind == "daemon":
                 self._states[delta.key] = delta.data
@@ -97,8 +107,9 @@ class StoreWriter:
     async def _write(self) -> None:
         """Write what is pending. On failure it stays pending (newer states win) and StoreError is raised."""
         if not (self._states or self._lines):
+            self._mark_saved(self._pending_seq)
             return
-        states, lines = self._states, self._lines
+        states, lines, seq = self._states, self._lines, self._pending_seq
         self._states, self._lines = {}, []
         started = self._clock.monotonic()
         try:
@@ -114,6 +125,12 @@ class StoreWriter:
             raise
         self.last_write_seconds = self._clock.monotonic() - started
         self.transactions += 1
+        self._mark_saved(seq)
+
+    def _mark_saved(self, seq: int) -> None:
+        self.saved_seq = max(self.saved_seq, seq)
+        self._progress.set()
+        self._progress = asyncio.Event()
 
     async def _write_shielded(self) -> None:
         # A cancelled await must not leave a transaction half-known: the write finishes either

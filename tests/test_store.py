@@ -1,0 +1,77 @@
+"""Store: migrations, one transaction per batch, failures that write nothing, retention."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+from supervisor.models import Actor, DaemonState, DaemonStatus, Event, LogLine
+from supervisor.store import MIGRATIONS, Retention, Store, StoreError
+
+
+async def test_migrations_apply_once_and_set_user_version(tmp_path):
+    path = tmp_path / "w.db"
+    store = await Store.open(path)
+    assert await store.schema_version() == len(MIGRATIONS)
+    await store.close()
+    store = await Store.open(path)  # a second start applies nothing and keeps the data
+    assert await store.schema_version() == len(MIGRATIONS)
+    await store.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+async def test_a_database_from_a_newer_warden_is_refused(tmp_path):
+    path = tmp_path / "w.db"
+    with sqlite3.connect(path) as db:
+        db.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 1}")
+    with pytest.raises(StoreError, match="newer Warden"):
+        await Store.open(path)
+
+
+async def test_write_round_trips_states_events_and_logs(tmp_path):
+    store = await Store.open(tmp_path / "w.db")
+    try:
+        state = DaemonStatus("a", "A", DaemonState.RUNNING, message="hello", progress=50.0, restarts=2, updated_at=1.0)
+        event = Event("a", "transition", Actor.USER, 1.0, "", DaemonState.STOPPED, DaemonState.STARTING)
+        line = LogLine("a", "info", "found 3 scenes", 2.0, {"count": 3})
+        await store.write("boot1", [state], [event], [line])
+        stored = await store.states()
+        assert stored["a"].status == state and stored["a"].boot_id == "boot1"
+        assert await store.events("a") == [(event, "boot1")]
+        assert await store.logs("a") == [line]
+    finally:
+        await store.close()
+
+
+async def test_a_locked_database_raises_and_writes_nothing(tmp_path):
+    path = tmp_path / "w.db"
+    store = await Store.open(path, busy_timeout_ms=50)
+    blocker = sqlite3.connect(path, isolation_level=None)
+    try:
+        blocker.execute("BEGIN IMMEDIATE")
+        with pytest.raises(StoreError, match="locked"):
+            await store.write("b", [DaemonStatus("a", "A")], [], [LogLine("a", "info", "x", 1.0)])
+        blocker.execute("ROLLBACK")
+        assert await store.states() == {}
+        assert await store.logs("a") == []
+    finally:
+        blocker.close()
+        await store.close()
+
+
+async def test_retention_removes_old_rows_and_caps_the_count(tmp_path):
+    store = await Store.open(tmp_path / "w.db")
+    try:
+        lines = [LogLine("a", "info", f"line {n}", float(n)) for n in range(100)]
+        events = [Event("a", "transition", Actor.USER, float(n)) for n in range(100)]
+        await store.write("b", [], events, lines)
+        removed = await store.prune(now=100.0, retention=Retention(50, 30, 1000, 10))
+        logs = await store.logs("a", limit=1000)
+        # log lines: older than 50 s go (n < 50), then only the newest 30 stay
+        assert [line.message for line in reversed(logs)] == [f"line {n}" for n in range(70, 100)]
+        assert len(await store.events("a", limit=1000)) == 10
+        assert removed == 70 + 90
+    finally:
+        await store.close()
