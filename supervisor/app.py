@@ -12,12 +12,12 @@ from pathlib import Path
 import structlog
 
 from supervisor.clock import Clock, SystemClock, sleep
-from supervisor.configfile import ConfigFile
 from supervisor.config import WardenSettings, settings_model
+from supervisor.configfile import ConfigFile
 from supervisor.hub import StatusHub
 from supervisor.models import ACTIVE_STATES, Actor, DaemonState, DaemonStatus, Event
 from supervisor.persist import StoreWriter
-from supervisor.plugins import Registry, discover
+from supervisor.plugins import Registry
 from supervisor.store import Retention, Store, StoreError
 from supervisor.supervisor import Supervisor
 
@@ -105,7 +105,15 @@ class Warden:
                 message = f"Warden stopped unexpectedly while this daemon was {row.status.state} (boot {row.boot_id})"
                 logger.warning("recovered an interrupted daemon", daemon=name, previous_boot=row.boot_id)
                 self.hub.record_event(
-                    Event(name, "interrupted", Actor.RECOVERY, self.clock.time(), message, row.status.state, DaemonState.STOPPED)
+                    Event(
+                        name,
+                        "interrupted",
+                        Actor.RECOVERY,
+                        self.clock.time(),
+                        message,
+                        row.status.state,
+                        DaemonState.STOPPED,
+                    )
                 )
         return {name: row.status for name, row in stored.items()}
 

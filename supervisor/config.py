@@ -32,14 +32,32 @@ class DaemonConfig(Section):
         description="on-failure: restart after a crash; always: also after a clean exit; never: stay down.",
     )
     watchdog_timeout: float = Field(
-        300, ge=1, le=86_400, description="Seconds without a status update, log line or sleep before the daemon counts as hung and is restarted."
+        300,
+        ge=1,
+        le=86_400,
+        description="Seconds without a status update, log line or sleep before the daemon counts as hung "
+        "and is restarted.",
     )
-    stop_timeout: float = Field(10, gt=0, le=600, description="Seconds a daemon gets to clean up after being cancelled.")
-    backoff_initial: float = Field(1, ge=0.01, le=3600, description="Delay before the first restart after a crash, in seconds; it doubles with each further crash.")
+    stop_timeout: float = Field(
+        10, gt=0, le=600, description="Seconds a daemon gets to clean up after being cancelled."
+    )
+    backoff_initial: float = Field(
+        1,
+        ge=0.01,
+        le=3600,
+        description="Delay before the first restart after a crash, in seconds; it doubles with each further crash.",
+    )
     backoff_max: float = Field(300, ge=0.01, le=86_400, description="Longest delay between restarts, in seconds.")
-    max_restarts: int = Field(5, ge=0, le=1000, description="Automatic restarts allowed within restart_window; one more crash makes the daemon fatal.")
+    max_restarts: int = Field(
+        5,
+        ge=0,
+        le=1000,
+        description="Automatic restarts allowed within restart_window; one more crash makes the daemon fatal.",
+    )
     restart_window: float = Field(60, gt=0, le=86_400, description="Seconds over which max_restarts is counted.")
-    healthy_after: float = Field(60, gt=0, le=86_400, description="A run this many seconds long resets the backoff and the restart count.")
+    healthy_after: float = Field(
+        60, gt=0, le=86_400, description="A run this many seconds long resets the backoff and the restart count."
+    )
     log_level: LogLevel = Field("info", description="Lowest level of the daemon's log lines that are kept and shown.")
 
 
@@ -50,12 +68,20 @@ KERNEL_FIELDS = frozenset(DaemonConfig.model_fields)
 class ServerSettings(Section):
     host: str = Field("127.0.0.1", description="Address the web page and API listen on.")
     port: int = Field(8765, ge=1, le=65_535, description="TCP port of the web page and API.")
-    base_path: str = Field("", pattern=r"^(/[A-Za-z0-9._~-]+)*$", description="URL prefix when served behind a reverse proxy, e.g. /warden.")
-    token: SecretStr | None = Field(None, description="API token. Prefer WARDEN_SERVER__TOKEN in the environment or .env.")
+    base_path: str = Field(
+        "",
+        pattern=r"^(/[A-Za-z0-9._~-]+)*$",
+        description="URL prefix when served behind a reverse proxy, e.g. /warden.",
+    )
+    token: SecretStr | None = Field(
+        None, description="API token. Prefer WARDEN_SERVER__TOKEN in the environment or .env."
+    )
 
 
 class StashSettings(Section):
-    url: str | None = Field(None, description="Stash server URL, e.g. http://127.0.0.1:9999. Empty: the built-in demo Stash.")
+    url: str | None = Field(
+        None, description="Stash server URL, e.g. http://127.0.0.1:9999. Empty: the built-in demo Stash."
+    )
     api_key: SecretStr | None = Field(None, description="Stash API key. Prefer WARDEN_STASH__API_KEY.")
     timeout: float = Field(30, gt=0, le=600, description="Seconds before a Stash request is abandoned.")
 
@@ -63,28 +89,42 @@ class StashSettings(Section):
 class QbittorrentSettings(Section):
     url: str | None = Field(None, description="qBittorrent Web UI URL, e.g. http://127.0.0.1:8080.")
     username: str = Field("admin", description="qBittorrent Web UI user name.")
-    password: SecretStr | None = Field(None, description="qBittorrent Web UI password. Prefer WARDEN_QBITTORRENT__PASSWORD.")
+    password: SecretStr | None = Field(
+        None, description="qBittorrent Web UI password. Prefer WARDEN_QBITTORRENT__PASSWORD."
+    )
     timeout: float = Field(30, gt=0, le=600, description="Seconds before a qBittorrent request is abandoned.")
 
 
 class PathsSettings(Section):
-    data_dir: Path = Field(Path("var"), description="Folder for Warden's own files (database, token), created on first run.")
+    data_dir: Path = Field(
+        Path("var"), description="Folder for Warden's own files (database, token), created on first run."
+    )
 
 
 class StoreSettings(Section):
     database: Path | None = Field(None, description="SQLite database file. Default: warden.db in paths.data_dir.")
-    busy_timeout: float = Field(5, gt=0, le=600, description="Seconds a write waits for a database locked by another process.")
+    busy_timeout: float = Field(
+        5, gt=0, le=600, description="Seconds a write waits for a database locked by another process."
+    )
     log_retention_days: float = Field(14, gt=0, le=3650, description="Daemon log lines older than this are deleted.")
     log_max_rows: int = Field(200_000, ge=1000, description="At most this many daemon log lines are kept.")
-    event_retention_days: float = Field(90, gt=0, le=3650, description="Events (transitions, hangs) older than this are deleted.")
+    event_retention_days: float = Field(
+        90, gt=0, le=3650, description="Events (transitions, hangs) older than this are deleted."
+    )
     event_max_rows: int = Field(100_000, ge=1000, description="At most this many events are kept.")
 
 
 class SupervisorSettings(Section):
     watchdog_interval: float = Field(1, gt=0, le=60, description="Seconds between watchdog checks.")
-    loop_lag_threshold: float = Field(0.5, gt=0, le=60, description="A daemon that blocks the event loop longer than this is named in the log.")
-    config_poll_interval: float = Field(2, gt=0, le=600, description="Seconds between checks of the config file for hand edits.")
-    shutdown_flush_timeout: float = Field(10, gt=0, le=600, description="Seconds allowed for saving the final state at shutdown.")
+    loop_lag_threshold: float = Field(
+        0.5, gt=0, le=60, description="A daemon that blocks the event loop longer than this is named in the log."
+    )
+    config_poll_interval: float = Field(
+        2, gt=0, le=600, description="Seconds between checks of the config file for hand edits."
+    )
+    shutdown_flush_timeout: float = Field(
+        10, gt=0, le=600, description="Seconds allowed for saving the final state at shutdown."
+    )
 
 
 class WardenSettings(BaseSettings):
@@ -138,7 +178,7 @@ def settings_model(
     """
     fields: dict[str, Any] = {name: (dict[str, Any] | None, None) for name in unchecked}
     fields.update({name: (config, Field(default_factory=config)) for name, config in daemon_configs.items()})
-    sections = create_model(  # type: ignore[call-overload]
+    sections = create_model(
         "DaemonSections", __config__=ConfigDict(extra="forbid", frozen=True), **dict(sorted(fields.items()))
     )
     model: type[WardenSettings] = create_model(

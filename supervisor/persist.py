@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+
 import structlog
 
 from supervisor.clock import Clock, sleep
@@ -141,6 +142,4 @@ class StoreWriter:
     def _report_failure(self, error: StoreError, failures: int) -> None:
         if failures == 1:
             logger.error("database write failed; daemons keep running and writes are retried", error=str(error))
-            self._hub.set_system(
-                "store", {"ok": False, "error": str(error), "since": self._clock.time()}
-            )
+            self._hub.set_system("store", {"ok": False, "error": str(error), "since": self._clock.time()})

@@ -252,7 +252,8 @@ class DaemonRunner:
         self.task = asyncio.create_task(self.daemon.run(), name=f"daemon:{self.name}")
         try:
             while not self.task.done() and self._interrupt is None:
-                await asyncio.wait({self.task, self._nudge_future()}, return_when=asyncio.FIRST_COMPLETED)
+                waits: set[asyncio.Future[Any]] = {self.task, self._nudge_future()}
+                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
             if self.task.done():
                 return self._outcome_of(self.task)
             interrupt = self._interrupt
@@ -340,7 +341,7 @@ class DaemonRunner:
             return None
         self._restart_times.append(now)
         self._failures += 1
-        delay = min(self.config.backoff_max, self.config.backoff_initial * 2 ** (self._failures - 1))
+        delay = min(self.config.backoff_max, self.config.backoff_initial * 2.0 ** (self._failures - 1))
         return min(self.config.backoff_max, delay * self._rng.uniform(0.8, 1.2))
 
     # -- state -------------------------------------------------------------------------
@@ -367,8 +368,15 @@ class DaemonRunner:
             changes.update(started_at=now, heartbeat_at=now)
         elif to in (S.STOPPED, S.BACKOFF, S.FATAL, S.DISABLED):
             # A daemon that is not running shows no activity: nothing stale stays on the card.
-            changes.update(message="", job_id=None, job_type=None, progress=None, sleeping_until=None,
-                           sleep_reason=None, started_at=None)
+            changes.update(
+                message="",
+                job_id=None,
+                job_type=None,
+                progress=None,
+                sleeping_until=None,
+                sleep_reason=None,
+                started_at=None,
+            )
         self._set(**changes)
         self._hub.record_event(Event(self.name, "transition", actor, now, message, before, to))
         logger.info("daemon state", daemon=self.name, state=str(to), actor=str(actor), reason=message or None)

@@ -122,7 +122,9 @@ class Store:
             row = await cursor.fetchone()
         version = row[0] if row else 0
         if version > len(MIGRATIONS):
-            raise StoreError(f"{self.path} was written by a newer Warden (schema {version}, this one knows {len(MIGRATIONS)})")
+            raise StoreError(
+                f"{self.path} was written by a newer Warden (schema {version}, this one knows {len(MIGRATIONS)})"
+            )
         for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
             # executescript commits first; the version bump is in the same script so both land together.
             await self._db.executescript(f"BEGIN; {script}; PRAGMA user_version = {number}; COMMIT;")
@@ -143,10 +145,10 @@ class Store:
     ) -> None:
         """Write one batch as a single transaction, or raise StoreError and write nothing."""
         state_rows = [(*(getattr(s, c) for c in _STATE_COLUMNS), boot_id) for s in states]
-        event_rows = [
-            (e.at, e.daemon, e.kind, e.actor, e.from_state, e.to_state, e.message, boot_id) for e in events
+        event_rows = [(e.at, e.daemon, e.kind, e.actor, e.from_state, e.to_state, e.message, boot_id) for e in events]
+        log_rows = [
+            (line.at, line.daemon, line.level, line.message, json.dumps(line.fields, default=str)) for line in logs
         ]
-        log_rows = [(line.at, line.daemon, line.level, line.message, json.dumps(line.fields, default=str)) for line in logs]
         try:
             await self._db.execute("BEGIN IMMEDIATE")
             try:

@@ -92,6 +92,6 @@ class Blocker(Daemon):
 
     async def run(self) -> None:
         await self.update_status("about to block the loop")
-        time.sleep(self.config.block_for)  # the bug the loop-lag monitor must name
+        time.sleep(self.config.block_for)  # noqa: ASYNC251 -- the bug the loop-lag monitor must name
         await self.update_status("idle")
         await self.sleep(3600, "idle")

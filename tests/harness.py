@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 from supervisor.clock import Clock, SystemClock
 from supervisor.config import WardenSettings, settings_model
@@ -83,7 +83,9 @@ async def running_kernel(
     hub = StatusHub()
     store = await Store.open(tmp_path / "warden.db", busy_timeout_ms=busy_timeout_ms)
     writer = StoreWriter(hub, store, clock, "test-boot")
-    supervisor = Supervisor({cls.name: cls for cls in daemon_classes}, settings, hub, clock, rng=rng or MidpointRandom())
+    supervisor = Supervisor(
+        {cls.name: cls for cls in daemon_classes}, settings, hub, clock, rng=rng or MidpointRandom()
+    )
     kernel = Kernel(hub, store, writer, supervisor, clock)
     started = asyncio.Event()
     tasks = [asyncio.create_task(writer.run()), asyncio.create_task(supervisor.run(started))]

@@ -72,6 +72,8 @@ async def test_concurrent_command_storm_ends_consistent_with_one_instance(tmp_pa
         await supervisor.start("worker")
         await kernel.until_state("worker", S.RUNNING)
         assert Worker.runs - Worker.cleanups == 1, "exactly one live instance"
-        await asyncio.gather(*(supervisor.stop("worker") for _ in range(10)), supervisor.start("worker"), supervisor.stop("worker"))
+        await asyncio.gather(
+            *(supervisor.stop("worker") for _ in range(10)), supervisor.start("worker"), supervisor.stop("worker")
+        )
         await kernel.until_state("worker", S.STOPPED)
         assert Worker.runs == Worker.cleanups, "the last stop was not lost"

@@ -33,7 +33,7 @@ async def crash_delays(kernel: Kernel, name: str, clock: FakeClock) -> list[floa
         delays.append(backoff_delay(kernel, name))
         restarts = kernel.supervisor.runner(name).status.restarts
         await clock.advance(delays[-1])
-        await kernel.until(lambda: kernel.supervisor.runner(name).status.restarts > restarts)
+        await kernel.until(lambda before=restarts: kernel.supervisor.runner(name).status.restarts > before)
 
 
 async def test_backoff_doubles_then_burst_limit_makes_fatal(tmp_path):
