@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import traceback
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import structlog
 
@@ -24,6 +23,14 @@ if TYPE_CHECKING:
     from supervisor.config import WardenSettings
 
 _LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
+
+
+class StatusSink(Protocol):
+    """Where a context reports (the daemon's runner)."""
+
+    def report(self, message: str, job_id: str | None, job_type: str | None, progress: float | None) -> None: ...
+
+    def report_sleep(self, until: float | None, reason: str | None) -> None: ...
 
 
 class DaemonContext:
@@ -41,14 +48,14 @@ class DaemonContext:
         hub: StatusHub,
         settings: WardenSettings,
         log_level: LogLevel,
-        publish: Callable[..., None],
+        sink: StatusSink,
     ) -> None:
         self.name = name
         self.clock = clock
         self.settings = settings
         self.last_heartbeat = clock.monotonic()
         self.closed = False
-        self._publish = publish
+        self._sink = sink
         self._wake: asyncio.Future[bool] | None = None
         self.log = DaemonLogger(self, hub, log_level)
 
@@ -63,21 +70,21 @@ class DaemonContext:
         if self.closed:
             return
         self.last_heartbeat = self.clock.monotonic()
-        self._publish(message=message, job_id=job_id, job_type=job_type, progress=progress)
+        self._sink.report(message, job_id, job_type, progress)
 
     async def sleep(self, seconds: float, reason: str) -> bool:
         if self.closed:
             raise asyncio.CancelledError
         self.heartbeat()
         self._wake = asyncio.get_running_loop().create_future()
-        self._publish(sleeping_until=self.clock.time() + seconds, sleep_reason=reason)
+        self._sink.report_sleep(self.clock.time() + seconds, reason)
         try:
             return await sleep(self.clock, seconds, self._wake)
         finally:
             self._wake = None
             if not self.closed:
                 self.heartbeat()
-                self._publish(sleeping_until=None, sleep_reason=None)
+                self._sink.report_sleep(None, None)
 
     def wake(self) -> bool:
         """Cut the current sleep short; False when the daemon was not sleeping."""

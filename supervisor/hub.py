@@ -114,6 +114,7 @@ class StatusHub:
     # -- publishing (all O(1), never wait) --------------------------------------------
 
     def set_status(self, status: DaemonStatus) -> None:
+        """`status` changed (its runner updates it in place); subscribers get a snapshot."""
         self.states[status.name] = status
         self.published += 1
         self._dirty[("daemon", status.name)] = status
@@ -144,7 +145,7 @@ class StatusHub:
         deltas = []
         for (kind, key), data in self._dirty.items():
             self.seq += 1
-            deltas.append(Delta(self.seq, kind, key, data))
+            deltas.append(Delta(self.seq, kind, key, data.snapshot() if kind == "daemon" else data))
         for kind, key, data in self._lines:
             self.seq += 1
             deltas.append(Delta(self.seq, kind, key, data))

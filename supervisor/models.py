@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import enum
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -39,9 +40,13 @@ class RestartPolicy(enum.StrEnum):
     NEVER = "never"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class DaemonStatus:
-    """Everything a person needs to know about one daemon right now."""
+    """Everything a person needs to know about one daemon right now.
+
+    Mutable for speed: its runner alone updates it in place, and the hub hands every
+    subscriber an immutable-by-convention `snapshot()` taken once per flush.
+    """
 
     name: str
     title: str
@@ -61,6 +66,9 @@ class DaemonStatus:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def snapshot(self) -> DaemonStatus:
+        return copy.copy(self)
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,6 @@ never make two instances or lose a stop: whatever is wanted last is what happens
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import random
 from collections import deque
 from collections.abc import Callable
@@ -241,7 +240,7 @@ class DaemonRunner:
         """One run of the daemon. Returns how it ended, or None when it was stopped on request."""
         self._transition(S.STARTING, actor)
         self.runs += 1
-        context = DaemonContext(self.name, self._clock, self._hub, self.settings, self.config.log_level, self._publish)
+        context = DaemonContext(self.name, self._clock, self._hub, self.settings, self.config.log_level, self)
         self.context = context
         started = self._clock.monotonic()
         try:
@@ -346,14 +345,27 @@ class DaemonRunner:
 
     # -- state -------------------------------------------------------------------------
 
-    def _publish(self, **changes: Any) -> None:
-        """Status fields reported by the daemon itself (message, job, progress, sleep)."""
+    def report(self, message: str, job_id: str | None, job_type: str | None, progress: float | None) -> None:
+        """The daemon's update_status: the hot path, so plain attribute writes and nothing else."""
+        status = self.status
+        if status.state is S.STARTING:
+            self._transition(S.RUNNING, self._start_actor)
+        status.message = message
+        status.job_id = job_id
+        status.job_type = job_type
+        status.progress = progress
+        status.heartbeat_at = status.updated_at = self._clock.time()
+        self._hub.set_status(status)
+
+    def report_sleep(self, until: float | None, reason: str | None) -> None:
         if self.status.state is S.STARTING:
             self._transition(S.RUNNING, self._start_actor)
-        self._set(heartbeat_at=self._clock.time(), **changes)
+        self._set(sleeping_until=until, sleep_reason=reason, heartbeat_at=self._clock.time())
 
     def _set(self, **changes: Any) -> None:
-        self.status = dataclasses.replace(self.status, updated_at=self._clock.time(), **changes)
+        for field, value in changes.items():
+            setattr(self.status, field, value)
+        self.status.updated_at = self._clock.time()
         self._hub.set_status(self.status)
         self._notify()
 
