@@ -19,7 +19,8 @@ LogLevel = Literal["debug", "info", "warning", "error"]
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # validate_default: a plugin whose Config defaults break its own bounds fails the contract check.
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
 
 
 class DaemonConfig(Section):
@@ -134,6 +135,7 @@ class WardenSettings(BaseSettings):
         env_prefix="WARDEN_",
         env_nested_delimiter="__",
         env_file=".env",
+        dotenv_filtering="only_existing",  # a .env shared with other tools must not invalidate the file
         extra="forbid",
         frozen=True,
     )

@@ -65,9 +65,7 @@ def parse(text: str, model: type[WardenSettings], source: str) -> tuple[Commente
     try:
         document = _yaml().load(text)
     except MarkedYAMLError as error:
-        mark = error.problem_mark or error.context_mark
-        message = " ".join(str(part) for part in (error.context, error.problem) if part)
-        raise ConfigError(source, [ConfigIssue("", message, mark.line + 1 if mark else None)]) from None
+        raise ConfigError(source, [_syntax_issue(error, text)]) from None
     except YAMLError as error:
         raise ConfigError(source, [ConfigIssue("", str(error), None)]) from None
     if document is None:
@@ -75,18 +73,43 @@ def parse(text: str, model: type[WardenSettings], source: str) -> tuple[Commente
     if not isinstance(document, CommentedMap):
         raise ConfigError(source, [ConfigIssue("", "the file must be a mapping of sections", 1)])
     try:
-        settings = model(**_plain(document))
+        settings = model(**_sections(document))
     except ValidationError as error:
-        issues = [
-            ConfigIssue(
-                ".".join(str(part) for part in item["loc"]),
-                item["msg"],
-                _line_of(document, item["loc"]),
-            )
-            for item in error.errors()
-        ]
-        raise ConfigError(source, issues) from None
+        raise ConfigError(
+            source, [_value_issue(document, item["loc"], item["msg"]) for item in error.errors()]
+        ) from None
     return document, settings
+
+
+def _value_issue(document: CommentedMap, loc: tuple[Any, ...], message: str) -> ConfigIssue:
+    """An invalid value, blamed on the environment variable that set it, or on its line in the file."""
+    path = ".".join(str(part) for part in loc)
+    variable = "WARDEN_" + "__".join(str(part) for part in loc).upper()
+    if any(name.upper() == variable for name in os.environ):
+        return ConfigIssue(path, f"{message} (set by the environment variable {variable})", None)
+    return ConfigIssue(path, message, _line_of(document, loc))
+
+
+def _syntax_issue(error: MarkedYAMLError, text: str) -> ConfigIssue:
+    """Where the parser gave up, and where what it was reading began (an unclosed bracket or quote)."""
+    problem, context = error.problem_mark, error.context_mark
+    line = problem.line + 1 if problem else None
+    if context is not None and (line is None or line > len(text.splitlines())):
+        line = context.line + 1  # it gave up at the end of the file: point at the opening instead
+    opening = str(error.context or "")
+    if opening and context is not None and context.line + 1 != line:
+        opening += f" started on line {context.line + 1},"
+    message = " ".join(part for part in (opening, str(error.problem or "")) if part)
+    return ConfigIssue("", message, line)
+
+
+def _sections(document: CommentedMap) -> dict[str, Any]:
+    """The file's values. A section whose keys are all commented out is empty, not null."""
+    values: dict[str, Any] = {key: {} if value is None else value for key, value in _plain(document).items()}
+    daemons = values.get("daemons")
+    if isinstance(daemons, dict):
+        values["daemons"] = {name: {} if section is None else section for name, section in daemons.items()}
+    return values
 
 
 def _plain(node: Any) -> Any:
@@ -126,7 +149,9 @@ def etag_of(text: str) -> str:
 class ConfigFile:
     """The config file and the settings it holds. One writer at a time (an asyncio lock)."""
 
-    def __init__(self, path: Path, model: type[WardenSettings], text: str, document: CommentedMap, settings: WardenSettings) -> None:
+    def __init__(
+        self, path: Path, model: type[WardenSettings], text: str, document: CommentedMap, settings: WardenSettings
+    ) -> None:
         self.path = path
         self.model = model
         self.text = text
@@ -154,8 +179,12 @@ class ConfigFile:
         self._listeners.append(listener)
 
     async def update_daemon(self, name: str, values: dict[str, Any]) -> WardenSettings:
-        """Set fields of one daemon's section (None removes a key, back to its default)."""
+        """Set fields of one daemon's section (None removes a key, back to its default).
+
+        Raises ConfigConflict when the file was edited by hand since it was last read.
+        """
         async with self._lock:
+            await self._refuse_unseen_edit()
             document = copy.deepcopy(self._document)
             sections = document.setdefault("daemons", CommentedMap())
             if sections is None:
@@ -175,7 +204,18 @@ class ConfigFile:
         async with self._lock:
             if expected_etag is not None and expected_etag != self.etag:
                 raise ConfigConflict(f"{self.path} changed since version {expected_etag}; reload and edit again")
+            if expected_etag is not None:
+                await self._refuse_unseen_edit()
             return await self._accept(text, "edit")
+
+    async def _refuse_unseen_edit(self) -> None:
+        """A hand edit not yet picked up (or rejected) would be lost by writing over it."""
+        try:
+            on_disk = await asyncio.to_thread(self.path.read_text, encoding="utf-8")
+        except OSError:
+            return  # nothing readable to lose
+        if on_disk != self.text:
+            raise ConfigConflict(f"{self.path} was edited by hand since Warden last read it; reload and edit again")
 
     async def _accept(self, text: str, how: str) -> WardenSettings:
         document, settings = parse(text, self.model, str(self.path))
@@ -202,9 +242,12 @@ class ConfigFile:
             try:
                 text = await asyncio.to_thread(self.path.read_text, encoding="utf-8")
             except OSError as error:
-                self._reject(ConfigError(str(self.path), [ConfigIssue("", f"cannot read the file: {error.strerror}", None)]))
+                self._reject(
+                    ConfigError(str(self.path), [ConfigIssue("", f"cannot read the file: {error.strerror}", None)])
+                )
                 return False
             if text == self.text:
+                self.last_error = None  # e.g. a broken edit was undone
                 return False
             try:
                 document, settings = parse(text, self.model, str(self.path))

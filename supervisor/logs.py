@@ -28,6 +28,7 @@ def configure(log_format: LogFormat = "console", level: int = logging.INFO) -> N
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        # Look up sys.stderr when a logger is made, not now: it may be replaced (tests, daemonizers).
+        logger_factory=lambda *_: structlog.PrintLogger(sys.stderr),
         cache_logger_on_first_use=False,
     )

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from types import ModuleType
 
+from pydantic import BaseModel
+
 from supervisor.config import DaemonConfig
 from supervisor.daemon import Daemon
 
@@ -23,7 +25,7 @@ _NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 
 @dataclass(frozen=True, slots=True)
 class PluginError:
-    name: str  # module or entry point name
+    name: str  # the daemon's name when it declares a valid one (its config section), else module or entry point name
     source: str  # where it came from: "daemons.<module>" or "entry point <name> = <value>"
     error: str
 
@@ -38,6 +40,9 @@ class Registry:
         if problem is None and candidate.name in self.daemons:  # type: ignore[attr-defined]
             problem = f"the name {candidate.name!r} is already taken by {self.daemons[candidate.name].__module__}"  # type: ignore[attr-defined]
         if problem is not None:
+            declared = getattr(candidate, "name", None)
+            if isinstance(declared, str) and _NAME.match(declared) and not _reserved(declared):
+                name = declared  # its config section's name, so `unchecked` keeps that section valid
             self.errors.append(PluginError(name, source, problem))
             return
         assert isinstance(candidate, type) and issubclass(candidate, Daemon)
@@ -51,6 +56,8 @@ def contract_problem(candidate: object) -> str | None:
     name = getattr(candidate, "name", None)
     if not isinstance(name, str) or not _NAME.match(name):
         return "`name` must be lowercase letters, digits and underscores, starting with a letter"
+    if _reserved(name):
+        return f"`name` {name!r} is reserved (it would shadow part of the settings model)"
     if not isinstance(getattr(candidate, "title", None), str) or not candidate.title.strip():
         return "`title` must be a non-empty string"
     config = candidate.Config
@@ -66,6 +73,10 @@ def contract_problem(candidate: object) -> str | None:
     if candidate.run is Daemon.run or not inspect.iscoroutinefunction(candidate.run):
         return "`run` must be an `async def` method"
     return None
+
+
+def _reserved(name: str) -> bool:
+    return name.startswith("model_") or hasattr(BaseModel, name)
 
 
 def discover(bundled: str = "daemons", group: str = ENTRY_POINT_GROUP) -> Registry:
