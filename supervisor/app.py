@@ -69,12 +69,13 @@ class Warden:
             )
             self.config.on_change(supervisor.apply_settings)
             await self._serve(store, writer, supervisor, stop)
+            leftovers = supervisor.abandon_stuck()
             await writer.flush(settings.supervisor.shutdown_flush_timeout)
             await store.end_boot(self.boot_id, self.clock.time())
         finally:
             await store.close()
         logger.info("Warden stopped", boot=self.boot_id)
-        return supervisor.live_tasks()
+        return leftovers
 
     async def _serve(self, store: Store, writer: StoreWriter, supervisor: Supervisor, stop: asyncio.Event) -> None:
         supervising = asyncio.Event()

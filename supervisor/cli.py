@@ -23,17 +23,23 @@ logger = structlog.get_logger("warden")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="warden", description="Keeps the daemons of a Stash library running.")
-    parser.add_argument("--log-format", choices=["console", "json"], default="console", help="process log output")
+    common = argparse.ArgumentParser(add_help=False)
+    # SUPPRESS: a subcommand's default must not overwrite a value given before the subcommand.
+    common.add_argument(
+        "--log-format", choices=["console", "json"], default=argparse.SUPPRESS, help="process log output"
+    )
+    parser = argparse.ArgumentParser(
+        prog="warden", description="Keeps the daemons of a Stash library running.", parents=[common]
+    )
     commands = parser.add_subparsers(dest="command", required=True)
-    run = commands.add_parser("run", help="run Warden until SIGINT/SIGTERM")
+    run = commands.add_parser("run", help="run Warden until SIGINT/SIGTERM", parents=[common])
     run.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help=f"config file (default {DEFAULT_CONFIG})")
-    check = commands.add_parser("check-config", help="validate a config file; exit 1 when invalid")
+    check = commands.add_parser("check-config", help="validate a config file; exit 1 when invalid", parents=[common])
     check.add_argument("path", type=Path, nargs="?", default=DEFAULT_CONFIG)
-    daemons = commands.add_parser("daemons", help="list the registered daemons and their settings")
+    daemons = commands.add_parser("daemons", help="list the registered daemons and their settings", parents=[common])
     daemons.add_argument("--json", action="store_true", help="print the JSON schema of each daemon's settings")
     args = parser.parse_args(argv)
-    logs.configure(args.log_format)
+    logs.configure(getattr(args, "log_format", "console"))
     if args.command == "run":
         return _run(args.config)
     if args.command == "check-config":
@@ -48,17 +54,11 @@ def _run(config_path: Path) -> int:
     except ConfigError as error:
         print(error, file=sys.stderr)
         return 2
-    warden = Warden(config, registry)
-    leftovers = asyncio.run(_serve(warden))
-    if leftovers:
-        # asyncio.run would wait forever for tasks that ignore cancellation: leave without them.
-        logger.error("daemons did not stop; exiting without them", daemons=leftovers)
-        sys.stderr.flush()
-        os._exit(0)
+    asyncio.run(_serve(Warden(config, registry)))
     return 0
 
 
-async def _serve(warden: Warden) -> list[str]:
+async def _serve(warden: Warden) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
 
@@ -73,7 +73,12 @@ async def _serve(warden: Warden) -> list[str]:
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, on_signal, signum)
     try:
-        return await warden.run(stop)
+        leftovers = await warden.run(stop)
+        if leftovers:
+            # asyncio.run would wait forever for tasks that ignore cancellation: leave without them.
+            logger.error("daemons did not stop; exiting without them", daemons=leftovers)
+            sys.stderr.flush()
+            os._exit(0)
     finally:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)

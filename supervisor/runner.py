@@ -194,6 +194,12 @@ class DaemonRunner:
             self.context.settings = settings
             self.context.wake()
 
+    def abandon(self) -> None:
+        """Warden exits without this daemon's task, which ignores cancellation: say so, show it stopped."""
+        self._record("abandoned", Actor.SHUTDOWN, "Warden exited while the daemon still ignored cancellation")
+        if self.status.state is S.STOPPING:
+            self._transition(S.STOPPED, Actor.SHUTDOWN, "abandoned")
+
     def _poke(self) -> None:
         if self._nudge is not None and not self._nudge.done():
             self._nudge.set_result(True)

@@ -135,9 +135,12 @@ class Supervisor:
             *(runner.reconfigure(settings.daemon_config(name), settings) for name, runner in self.runners.items())
         )
 
-    def live_tasks(self) -> list[str]:
-        """Daemons whose task is still alive (for shutdown: ones that ignore cancellation)."""
-        return [r.name for r in self.runners.values() if r.task is not None and not r.task.done()]
+    def abandon_stuck(self) -> list[str]:
+        """At shutdown: daemons whose task outlived its stop_timeout are recorded as abandoned."""
+        stuck = [r for r in self.runners.values() if r.task is not None and not r.task.done()]
+        for runner in stuck:
+            runner.abandon()
+        return [runner.name for runner in stuck]
 
     def statistics(self) -> Statistics:
         by_state: dict[str, int] = {}
