@@ -10,12 +10,15 @@ from tests.harness import running_kernel
 S = DaemonState
 
 
+def watched(daemon_class, tmp_path, clock: FakeClock, **config):
+    """A kernel on `clock` whose watchdog looks every second and allows 10 s of silence."""
+    daemons = {daemon_class.name: {"watchdog_timeout": 10, **config}}
+    return running_kernel([daemon_class], tmp_path, clock=clock, daemons=daemons, supervisor={"watchdog_interval": 1})
+
+
 async def test_hung_daemon_is_detected_cancelled_and_restarted(tmp_path):
     clock = FakeClock()
-    config = {"hanger": {"watchdog_timeout": 10}}
-    async with running_kernel(
-        [Hanger], tmp_path, clock=clock, daemons=config, supervisor={"watchdog_interval": 1}
-    ) as kernel:
+    async with watched(Hanger, tmp_path, clock) as kernel:
         await kernel.supervisor.start("hanger")
         assert kernel.state("hanger") is S.RUNNING
         await clock.advance(9)
@@ -35,10 +38,7 @@ async def test_hung_daemon_is_detected_cancelled_and_restarted(tmp_path):
 
 async def test_a_sleeping_daemon_is_not_hung(tmp_path):
     clock = FakeClock()
-    config = {"worker": {"watchdog_timeout": 10, "interval": 1000}}
-    async with running_kernel(
-        [Worker], tmp_path, clock=clock, daemons=config, supervisor={"watchdog_interval": 1}
-    ) as kernel:
+    async with watched(Worker, tmp_path, clock, interval=1000) as kernel:
         await kernel.supervisor.start("worker")
         await clock.advance(500)
         assert kernel.state("worker") is S.RUNNING
@@ -47,10 +47,7 @@ async def test_a_sleeping_daemon_is_not_hung(tmp_path):
 
 async def test_status_updates_are_heartbeats(tmp_path):
     clock = FakeClock()
-    config = {"hanger": {"watchdog_timeout": 10}}
-    async with running_kernel(
-        [Hanger], tmp_path, clock=clock, daemons=config, supervisor={"watchdog_interval": 1}
-    ) as kernel:
+    async with watched(Hanger, tmp_path, clock) as kernel:
         await kernel.supervisor.start("hanger")
         daemon = kernel.supervisor.runner("hanger").daemon
         assert daemon is not None
