@@ -103,7 +103,7 @@ class DaemonRunner:
 
     async def start(self, actor: Actor = Actor.USER, timeout: float = 5.0) -> DaemonStatus:
         """Start the daemon (or cut its backoff short) and wait briefly for it to settle."""
-        if self.status.state is S.DISABLED:
+        if not self.config.enabled:
             raise DaemonDisabled(f"{self.name} is disabled; enable it in its configuration first")
         if self.status.state in (S.STARTING, S.RUNNING) and self._want_running and self._interrupt is None:
             return self.status
@@ -174,8 +174,8 @@ class DaemonRunner:
             return
         self._record("config", Actor.CONFIG, "changed: " + ", ".join(sorted(changed) or self.daemon_class.uses))
         if not config.enabled:
-            if self.status.state is not S.DISABLED:
-                await self.stop(Actor.CONFIG)
+            await self.stop(Actor.CONFIG)
+            if self.status.state is S.STOPPED:  # else its task ignores cancellation: it stays visible
                 self._transition(S.DISABLED, Actor.CONFIG)
             return
         if self.status.state is S.DISABLED:
@@ -227,10 +227,15 @@ class DaemonRunner:
                 continue
             outcome = await self._run_once(self._start_actor)
             interrupt, self._interrupt = self._interrupt, None
-            if outcome is not None:
+            if outcome is None:
+                if interrupt is not None and interrupt.restart:
+                    self._start_actor = interrupt.actor
+            elif not self._want_running:  # a stop came as the run ended by itself: no restart
+                if outcome.error:
+                    self._set(last_error=outcome.error)
+                self._transition(S.STOPPED, interrupt.actor if interrupt else Actor.USER, outcome.error or "exited")
+            else:
                 await self._after_run(outcome)
-            elif interrupt is not None and interrupt.restart:
-                self._start_actor = interrupt.actor
 
     async def _wait_for_nudge(self, seconds: float | None = None) -> bool:
         """Wait for a command (or `seconds`); True when a command came first."""

@@ -14,7 +14,7 @@ from supervisor.config import WardenSettings
 from supervisor.daemon import Daemon
 from supervisor.hub import StatusHub
 from supervisor.looplag import LoopLagMonitor
-from supervisor.models import Actor, DaemonState, DaemonStatus, Event
+from supervisor.models import Actor, DaemonStatus, Event
 from supervisor.runner import DaemonRunner
 
 logger = structlog.get_logger("warden.supervisor")
@@ -106,18 +106,18 @@ class Supervisor:
         return self.runner(name).wake()
 
     async def start_all(self, actor: Actor = Actor.USER) -> list[DaemonStatus]:
-        return await self._each(lambda r: r.start(actor), lambda r: r.status.state is not DaemonState.DISABLED)
+        return await self._each(lambda r: r.start(actor), lambda r: r.config.enabled)
 
     async def stop_all(self, actor: Actor = Actor.USER) -> list[DaemonStatus]:
         return await self._each(lambda r: r.stop(actor))
 
     async def restart_all(self, actor: Actor = Actor.USER) -> list[DaemonStatus]:
-        return await self._each(lambda r: r.restart(actor), lambda r: r.status.state is not DaemonState.DISABLED)
+        return await self._each(lambda r: r.restart(actor), lambda r: r.config.enabled)
 
     async def auto_start(self) -> None:
         await self._each(
             lambda r: r.start(Actor.AUTO_START),
-            lambda r: r.config.auto_start and r.status.state is not DaemonState.DISABLED,
+            lambda r: r.config.auto_start and r.config.enabled,
         )
 
     async def _each(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from supervisor.models import Actor, DaemonState
 from tests.daemons_for_tests import Blocker, Hanger, Worker
 from tests.fakeclock import FakeClock
@@ -68,3 +70,34 @@ async def test_loop_blocking_daemon_is_named(tmp_path):
         event = await kernel.until_event(lambda e: e.kind == "loop-blocked")
         assert event.daemon == "blocker"
         assert "blocked the event loop" in event.message
+
+
+class SlowToStop(Hanger):
+    """A hanger whose cleanup takes until the test lets it finish."""
+
+    name = "slow_to_stop"
+    title = "Slow to stop"
+    cleanup_may_finish: asyncio.Event
+
+    async def run(self) -> None:
+        try:
+            await super().run()
+        finally:
+            await type(self).cleanup_may_finish.wait()
+
+
+async def test_a_stop_during_the_watchdogs_cancel_ends_stopped_not_restarted(tmp_path):
+    clock = FakeClock()
+    SlowToStop.cleanup_may_finish = asyncio.Event()
+    async with watched(SlowToStop, tmp_path, clock, stop_timeout=600) as kernel:
+        await kernel.supervisor.start("slow_to_stop")
+        await clock.advance(11)
+        await kernel.until_state("slow_to_stop", S.STOPPING)
+        stopping = asyncio.create_task(kernel.supervisor.stop("slow_to_stop"))
+        SlowToStop.cleanup_may_finish.set()
+        status = await stopping
+        assert status.state is S.STOPPED
+        assert "no heartbeat" in (status.last_error or "")
+        await clock.advance(600)
+        assert kernel.state("slow_to_stop") is S.STOPPED
+        assert not [e for e in kernel.events if e.to_state is S.BACKOFF]
