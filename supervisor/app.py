@@ -6,6 +6,8 @@ import asyncio
 import os
 import random
 import uuid
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,19 +49,31 @@ class Warden:
     boot_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     hub: StatusHub = field(default_factory=StatusHub)
     ready: asyncio.Event = field(default_factory=asyncio.Event)
+    #: Serves the page and API while Warden runs (web.app.serve); yields the page's URL.
+    front: Callable[[Warden], AbstractAsyncContextManager[str]] | None = None
     supervisor: Supervisor | None = None
     writer: StoreWriter | None = None
+    store: Store | None = None
+    url: str | None = None
+    _supervisor_task: asyncio.Task[None] | None = None
 
     @property
     def settings(self) -> WardenSettings:
         return self.config.settings
+
+    @property
+    def supervising(self) -> bool:
+        """The supervisor's task is alive (for health checks)."""
+        return self._supervisor_task is not None and not self._supervisor_task.done()
 
     async def run(self, stop: asyncio.Event) -> list[str]:
         """Run until `stop` is set. Returns the daemons whose task outlived shutdown."""
         for error in self.registry.errors:
             logger.error("daemon plugin not loaded", plugin=error.name, source=error.source, error=error.error)
         settings = self.settings
-        store = await Store.open(settings.database_path, busy_timeout_ms=int(settings.store.busy_timeout * 1000))
+        self.store = store = await Store.open(
+            settings.database_path, busy_timeout_ms=int(settings.store.busy_timeout * 1000)
+        )
         try:
             self.writer = writer = StoreWriter(self.hub, store, self.clock, self.boot_id)
             previous = await self._recover(store)
@@ -80,21 +94,28 @@ class Warden:
     async def _serve(self, store: Store, writer: StoreWriter, supervisor: Supervisor, stop: asyncio.Event) -> None:
         supervising = asyncio.Event()
         async with asyncio.TaskGroup() as group:
+            self._supervisor_task = group.create_task(supervisor.run(supervising), name="supervisor")
             tasks = [
                 group.create_task(writer.run(), name="store-writer"),
-                group.create_task(supervisor.run(supervising), name="supervisor"),
+                self._supervisor_task,
                 group.create_task(
                     self.config.watch(self.clock, self.settings.supervisor.config_poll_interval), name="config-watch"
                 ),
                 group.create_task(self._retention(store), name="retention"),
             ]
             await supervising.wait()
-            await supervisor.auto_start()
-            self.ready.set()
-            logger.info("Warden running", boot=self.boot_id, daemons=len(supervisor.runners), database=str(store.path))
-            await stop.wait()
-            logger.info("shutting down: stopping every daemon")
-            await supervisor.stop_all(Actor.SHUTDOWN)
+            async with AsyncExitStack() as front:
+                if self.front is not None:
+                    self.url = await front.enter_async_context(self.front(self))
+                await supervisor.auto_start()
+                self.ready.set()
+                logger.info(
+                    "Warden running", boot=self.boot_id, daemons=len(supervisor.runners), database=str(store.path)
+                )
+                await stop.wait()
+                # Daemons stop first, while the page still shows it; then the front closes its clients.
+                logger.info("shutting down: stopping every daemon")
+                await supervisor.stop_all(Actor.SHUTDOWN)
             for task in tasks:
                 task.cancel()
 

@@ -17,6 +17,8 @@ from supervisor import logs
 from supervisor.app import Warden, load_config
 from supervisor.configfile import ConfigError
 from supervisor.plugins import discover
+from web.app import serve
+from web.auth import AccessError
 
 DEFAULT_CONFIG = Path(os.environ.get("WARDEN_CONFIG", "config/warden.yaml"))
 logger = structlog.get_logger("warden")
@@ -54,7 +56,11 @@ def _run(config_path: Path) -> int:
     except ConfigError as error:
         print(error, file=sys.stderr)
         return 2
-    asyncio.run(_serve(Warden(config, registry)))
+    try:
+        asyncio.run(_serve(Warden(config, registry, front=serve)))
+    except AccessError as refused:
+        print(f"warden: {refused}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -16,10 +16,10 @@ import tempfile
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import structlog
-from pydantic import ValidationError
+from pydantic import BaseModel, SecretStr, ValidationError
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
@@ -62,6 +62,18 @@ def _yaml() -> YAML:
 
 def parse(text: str, model: type[WardenSettings], source: str) -> tuple[CommentedMap, WardenSettings]:
     """Parse and validate a whole config text; raises ConfigError naming keys and lines."""
+    document = _parse_yaml(text, source)
+    try:
+        settings = model(**_sections(document))
+    except ValidationError as error:
+        raise ConfigError(
+            source, [_value_issue(document, item["loc"], item["msg"]) for item in error.errors()]
+        ) from None
+    return document, settings
+
+
+def _parse_yaml(text: str, source: str) -> CommentedMap:
+    """The YAML document (round-trip); raises ConfigError for syntax or a non-mapping file."""
     try:
         document = _yaml().load(text)
     except MarkedYAMLError as error:
@@ -72,13 +84,7 @@ def parse(text: str, model: type[WardenSettings], source: str) -> tuple[Commente
         document = CommentedMap()
     if not isinstance(document, CommentedMap):
         raise ConfigError(source, [ConfigIssue("", "the file must be a mapping of sections", 1)])
-    try:
-        settings = model(**_sections(document))
-    except ValidationError as error:
-        raise ConfigError(
-            source, [_value_issue(document, item["loc"], item["msg"]) for item in error.errors()]
-        ) from None
-    return document, settings
+    return document
 
 
 def _value_issue(document: CommentedMap, loc: tuple[Any, ...], message: str) -> ConfigIssue:
@@ -142,6 +148,28 @@ def dump(document: CommentedMap) -> str:
     return buffer.getvalue()
 
 
+MASK = "**********"  # what a secret looks like wherever config is shown (pydantic's SecretStr shows the same)
+
+
+def secret_paths(model: type[BaseModel], prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    """Key paths of every secret field (SecretStr) in the settings model."""
+    paths = []
+    for name, field in model.model_fields.items():
+        for kind in (field.annotation, *get_args(field.annotation)):
+            if kind is SecretStr:
+                paths.append((*prefix, name))
+            elif isinstance(kind, type) and issubclass(kind, BaseModel):
+                paths.extend(secret_paths(kind, (*prefix, name)))
+    return paths
+
+
+def _at(document: Any, path: tuple[str, ...]) -> tuple[CommentedMap | None, str]:
+    """The mapping holding the last key of `path`, if the file has it."""
+    for key in path[:-1]:
+        document = document.get(key) if isinstance(document, CommentedMap) else None
+    return (document if isinstance(document, CommentedMap) else None), path[-1]
+
+
 def etag_of(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -173,6 +201,25 @@ class ConfigFile:
     @property
     def etag(self) -> str:
         return etag_of(self.text)
+
+    def masked_text(self) -> str:
+        """The file as a person may see it: secret values replaced by MASK."""
+        document = copy.deepcopy(self._document)
+        for path in secret_paths(self.model):
+            holder, key = _at(document, path)
+            if holder is not None and holder.get(key) is not None:
+                holder[key] = MASK
+        return dump(document)
+
+    async def replace_masked(self, text: str, expected_etag: str) -> WardenSettings:
+        """`replace` for text edited from `masked_text`: a secret still masked keeps its value."""
+        document = _parse_yaml(text, str(self.path))
+        for path in secret_paths(self.model):
+            holder, key = _at(document, path)
+            if holder is not None and holder.get(key) == MASK:
+                current, _ = _at(self._document, path)
+                holder[key] = current.get(key) if current is not None else None
+        return await self.replace(dump(document), expected_etag)
 
     def on_change(self, listener: Callable[[WardenSettings], Awaitable[None]]) -> None:
         """`listener(settings)` is awaited after every accepted change."""

@@ -19,12 +19,16 @@ from supervisor.models import DaemonStatus, Event, LogLine
 COLLAPSIBLE = frozenset({"daemon", "system"})
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, eq=False)
 class Delta:
+    """One change. States and events are numbered (`seq`); a log line carries the number of the
+    change before it, so the numbered stream has no holes for clients that take no logs."""
+
     seq: int
     kind: str  # "daemon", "system", "event", "log"
     key: str  # daemon name, or the system component for "system"
     data: Any  # DaemonStatus | Event | LogLine | dict
+    wire: str | None = None  # the encoded message, made once and shared by every client
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +51,7 @@ class Subscription:
     _lines: deque[Delta] = field(default_factory=deque)
     _dropped: int = 0
     _waiter: asyncio.Future[None] | None = None
+    _poked: bool = False
     closed: bool = False
 
     @property
@@ -72,13 +77,18 @@ class Subscription:
         self.closed = True
         self._wake()
 
+    def poke(self) -> None:
+        """Wake the reader even with nothing pending (it then gets an empty batch)."""
+        self._poked = True
+        self._wake()
+
     def _wake(self) -> None:
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
 
     async def get(self) -> Batch:
         """Wait until something is pending, then take it all."""
-        while not (self._latest or self._lines or self._dropped):
+        while not (self._latest or self._lines or self._dropped or self._poked):
             if self.closed:
                 raise SubscriptionClosed
             self._waiter = asyncio.get_running_loop().create_future()
@@ -92,6 +102,7 @@ class Subscription:
         """Everything pending now (possibly nothing), in sequence order."""
         deltas = sorted([*self._latest.values(), *self._lines], key=lambda d: d.seq)
         dropped = self._dropped
+        self._poked = False
         self._latest.clear()
         self._lines.clear()
         self._dropped = 0
@@ -101,7 +112,7 @@ class Subscription:
 class StatusHub:
     """Owns the latest state of every daemon and the system, and the sequence of changes."""
 
-    def __init__(self) -> None:
+    def __init__(self, history: int = 10_000) -> None:
         self.seq = 0
         self.states: dict[str, DaemonStatus] = {}
         self.system: dict[str, dict[str, Any]] = {}
@@ -110,6 +121,7 @@ class StatusHub:
         self._dirty: dict[tuple[str, str], Any] = {}
         self._lines: list[tuple[str, str, Any]] = []
         self._flush_handle: asyncio.Handle | None = None
+        self._history: deque[Delta] = deque(maxlen=history)  # numbered deltas, for resuming clients
 
     # -- publishing (all O(1), never wait) --------------------------------------------
 
@@ -147,12 +159,24 @@ class StatusHub:
             self.seq += 1
             deltas.append(Delta(self.seq, kind, key, data.snapshot() if kind == "daemon" else data))
         for kind, key, data in self._lines:
-            self.seq += 1
+            if kind != "log":
+                self.seq += 1
             deltas.append(Delta(self.seq, kind, key, data))
         self._dirty = {}
         self._lines = []
+        self._history.extend(delta for delta in deltas if delta.kind != "log")
         for subscription in self._subscriptions:
             subscription.offer(deltas)
+
+    def since(self, seq: int) -> list[Delta] | None:
+        """The numbered deltas after `seq`, or None when some of them are no longer held."""
+        if seq > self.seq:
+            return None
+        if seq == self.seq:
+            return []
+        if not self._history or self._history[0].seq > seq + 1:
+            return None
+        return [delta for delta in self._history if delta.seq > seq]
 
     # -- subscribing ----------------------------------------------------------------
 

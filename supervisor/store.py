@@ -87,6 +87,19 @@ class StoredState:
 
 
 @dataclass(frozen=True, slots=True)
+class StoredEvent:
+    id: int
+    event: Event
+    boot_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class StoredLog:
+    id: int
+    line: LogLine
+
+
+@dataclass(frozen=True, slots=True)
 class Retention:
     log_max_age: float
     log_max_rows: int
@@ -201,23 +214,42 @@ class Store:
         rows = await self._fetch(f"SELECT {', '.join(_STATE_COLUMNS)}, boot_id FROM daemon_state", ())
         return {row[0]: StoredState(_status_from_row(row[:-1]), row[-1]) for row in rows}
 
-    async def events(self, daemon: str | None = None, limit: int = 100) -> list[tuple[Event, str]]:
-        """Newest first, each with the boot id it was recorded in."""
-        where, parameters = ("WHERE daemon = ?", (daemon, limit)) if daemon else ("", (limit,))
+    async def events(
+        self, daemon: str | None = None, *, limit: int = 100, before: int | None = None
+    ) -> list[StoredEvent]:
+        """Newest first; `before` pages back from an event id."""
+        where, parameters = _where(("daemon = ?", daemon), ("id < ?", before))
         rows = await self._fetch(
-            "SELECT daemon, kind, actor, at, message, from_state, to_state, boot_id FROM events "
+            "SELECT id, daemon, kind, actor, at, message, from_state, to_state, boot_id FROM events "
             f"{where} ORDER BY id DESC LIMIT ?",
-            parameters,
+            (*parameters, limit),
         )
-        return [(_event_from_row(row[:-1]), row[-1]) for row in rows]
+        return [StoredEvent(row[0], _event_from_row(row[1:-1]), row[-1]) for row in rows]
 
-    async def logs(self, daemon: str, limit: int = 100) -> list[LogLine]:
-        """Newest first."""
-        rows = await self._fetch(
-            "SELECT daemon, level, message, at, fields FROM logs WHERE daemon = ? ORDER BY id DESC LIMIT ?",
-            (daemon, limit),
+    async def logs(
+        self,
+        daemon: str,
+        *,
+        levels: Sequence[str] | None = None,
+        since: float | None = None,
+        text: str | None = None,
+        limit: int = 100,
+        before: int | None = None,
+    ) -> list[StoredLog]:
+        """Newest first. `levels`: the levels wanted; `text`: a case-insensitive substring."""
+        pattern = None if not text else "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        where, parameters = _where(
+            ("daemon = ?", daemon),
+            (f"level IN ({', '.join('?' * len(levels))})" if levels else None, *(levels or ())),
+            ("at >= ?", since),
+            ("message LIKE ? ESCAPE '\\'", pattern),
+            ("id < ?", before),
         )
-        return [LogLine(row[0], row[1], row[2], row[3], json.loads(row[4])) for row in rows]
+        rows = await self._fetch(
+            f"SELECT id, daemon, level, message, at, fields FROM logs {where} ORDER BY id DESC LIMIT ?",
+            (*parameters, limit),
+        )
+        return [StoredLog(row[0], LogLine(row[1], row[2], row[3], row[4], json.loads(row[5]))) for row in rows]
 
     async def _fetch(self, sql: str, parameters: Sequence[Any]) -> list[sqlite3.Row]:
         try:
@@ -225,6 +257,17 @@ class Store:
                 return list(await cursor.fetchall())
         except sqlite3.Error as error:
             raise StoreError(str(error)) from error
+
+
+def _where(*conditions: tuple[Any, ...]) -> tuple[str, list[Any]]:
+    """A WHERE clause from (sql, value...) pairs; a pair whose sql or first value is None is left out."""
+    clauses, parameters = [], []
+    for sql, *values in conditions:
+        if sql is None or (values and values[0] is None):
+            continue
+        clauses.append(sql)
+        parameters.extend(values)
+    return ("WHERE " + " AND ".join(clauses) if clauses else ""), parameters
 
 
 def _status_from_row(row: Sequence[Any]) -> DaemonStatus:

@@ -30,12 +30,25 @@ async def test_pending_states_collapse_to_the_latest_per_daemon():
 async def test_sequence_numbers_increase_without_gaps_for_a_reader_that_keeps_up():
     hub = StatusHub()
     subscription = hub.subscribe()
-    seen = []
+    numbered, logs = [], []
     for n in range(50):
         hub.set_status(status("a", str(n)))
         hub.record_log(log("a", n))
-        seen.extend(d.seq for d in (await subscription.get()).deltas)
-    assert seen == list(range(1, 101))
+        for delta in (await subscription.get()).deltas:
+            (logs if delta.kind == "log" else numbered).append(delta.seq)
+    assert numbered == list(range(1, 51))
+    assert logs == numbered, "a log line is not numbered: it carries the number of the change before it"
+
+
+async def test_history_serves_a_resume_or_says_it_cannot():
+    hub = StatusHub(history=10)
+    for n in range(30):
+        hub.set_status(status("a", str(n)))
+        hub.flush()
+    assert [d.data.message for d in hub.since(25) or []] == ["25", "26", "27", "28", "29"]
+    assert hub.since(30) == []
+    assert hub.since(19) is None, "older than the history holds: the client needs a snapshot"
+    assert hub.since(31) is None, "a sequence number from the future (another boot) gets a snapshot"
 
 
 async def test_lines_beyond_the_bound_are_dropped_and_counted_but_states_are_not():

@@ -39,8 +39,8 @@ async def test_write_round_trips_states_events_and_logs(tmp_path):
         await store.write("boot1", [state], [event], [line])
         stored = await store.states()
         assert stored["a"].status == state and stored["a"].boot_id == "boot1"
-        assert await store.events("a") == [(event, "boot1")]
-        assert await store.logs("a") == [line]
+        assert [(e.event, e.boot_id) for e in await store.events("a")] == [(event, "boot1")]
+        assert [stored.line for stored in await store.logs("a")] == [line]
     finally:
         await store.close()
 
@@ -70,8 +70,26 @@ async def test_retention_removes_old_rows_and_caps_the_count(tmp_path):
         removed = await store.prune(now=100.0, retention=Retention(50, 30, 1000, 10))
         logs = await store.logs("a", limit=1000)
         # log lines: older than 50 s go (n < 50), then only the newest 30 stay
-        assert [line.message for line in reversed(logs)] == [f"line {n}" for n in range(70, 100)]
+        assert [stored.line.message for stored in reversed(logs)] == [f"line {n}" for n in range(70, 100)]
         assert len(await store.events("a", limit=1000)) == 10
         assert removed == 70 + 90
+    finally:
+        await store.close()
+
+
+async def test_log_queries_filter_by_level_time_text_and_page_by_id(tmp_path):
+    store = await Store.open(tmp_path / "w.db")
+    try:
+        levels = ["debug", "info", "warning", "error"]
+        lines = [LogLine("a", levels[n % 4], f"scene {n} 100%_done", float(n)) for n in range(40)]
+        await store.write("b", [], [], [*lines, LogLine("other", "error", "scene 1", 1.0)])
+        errors = await store.logs("a", levels=["error"], limit=1000)
+        assert [s.line.message for s in errors] == [f"scene {n} 100%_done" for n in range(39, 0, -4)]
+        assert [s.line.at for s in await store.logs("a", since=37.0)] == [39.0, 38.0, 37.0]
+        assert [s.line.message for s in await store.logs("a", text="SCENE 2 ")] == ["scene 2 100%_done"]
+        assert await store.logs("a", text="100%x") == [], "% and _ in the search text are literal"
+        newest = await store.logs("a", limit=5)
+        older = await store.logs("a", limit=5, before=newest[-1].id)
+        assert [s.line.at for s in newest + older] == [float(n) for n in range(39, 29, -1)]
     finally:
         await store.close()

@@ -1,0 +1,1 @@
+"""Warden's web side: REST API, the live WebSocket, the Daemons page. See docs/protocol.md."""

@@ -1,0 +1,245 @@
+"""The REST API: daemons, commands, config, logs, events, health. See docs/protocol.md."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+
+from supervisor.configfile import MASK, ConfigConflict, ConfigError, ConfigIssue
+from supervisor.models import Actor, DaemonState
+from supervisor.runner import DaemonDisabled, DaemonRunner
+from supervisor.store import Store
+from supervisor.supervisor import Supervisor, UnknownDaemon
+from web import payload
+from web.keys import WARDEN
+
+LEVELS = ("debug", "info", "warning", "error")
+MAX_PAGE = 1000
+
+
+def error(status: type[web.HTTPError], message: str, **extra: Any) -> web.HTTPError:
+    return status(text=json.dumps({"error": message, **extra}), content_type="application/json")
+
+
+def _supervisor(request: web.Request) -> Supervisor:
+    supervisor = request.app[WARDEN].supervisor
+    if supervisor is None:
+        raise error(web.HTTPServiceUnavailable, "Warden is starting")
+    return supervisor
+
+
+def _store(request: web.Request) -> Store:
+    store = request.app[WARDEN].store
+    if store is None:
+        raise error(web.HTTPServiceUnavailable, "Warden is starting")
+    return store
+
+
+def _runner(request: web.Request) -> DaemonRunner:
+    try:
+        return _supervisor(request).runner(request.match_info["name"])
+    except UnknownDaemon as unknown:
+        raise error(web.HTTPNotFound, str(unknown)) from None
+
+
+def _daemon(runner: DaemonRunner, supervisor: Supervisor) -> dict[str, Any]:
+    return payload.daemon(runner.status, supervisor)
+
+
+async def list_daemons(request: web.Request) -> web.Response:
+    supervisor = _supervisor(request)
+    hub = request.app[WARDEN].hub
+    daemons = [_daemon(runner, supervisor) for runner in supervisor.runners.values()]
+    return web.json_response({"daemons": daemons, "system": hub.system, "seq": hub.seq})
+
+
+async def get_daemon(request: web.Request) -> web.Response:
+    return web.json_response(_daemon(_runner(request), _supervisor(request)))
+
+
+async def command(request: web.Request) -> web.Response:
+    runner, supervisor = _runner(request), _supervisor(request)
+    action = request.match_info["action"]
+    if action == "wake":
+        return web.json_response({"woken": runner.wake(), "daemon": _daemon(runner, supervisor)})
+    try:
+        if action == "start":
+            await runner.start(Actor.USER)
+        elif action == "stop":
+            await runner.stop(Actor.USER)
+        else:
+            await runner.restart(Actor.USER)
+    except DaemonDisabled as disabled:
+        raise error(web.HTTPConflict, str(disabled)) from None
+    return web.json_response(_daemon(runner, supervisor))
+
+
+async def command_all(request: web.Request) -> web.Response:
+    supervisor = _supervisor(request)
+    action = request.match_info["action"]
+    run = {"start": supervisor.start_all, "stop": supervisor.stop_all, "restart": supervisor.restart_all}[action]
+    await run(Actor.USER)
+    return web.json_response({"daemons": [_daemon(r, supervisor) for r in supervisor.runners.values()]})
+
+
+# -- configuration -------------------------------------------------------------------
+
+
+def _config_view(request: web.Request, runner: DaemonRunner) -> dict[str, Any]:
+    config = request.app[WARDEN].config
+    model = type(runner.config)
+    return {
+        "values": runner.config.model_dump(mode="json"),
+        "defaults": model().model_dump(mode="json"),
+        "schema": model.model_json_schema(),
+        "etag": config.etag,
+    }
+
+
+async def get_daemon_config(request: web.Request) -> web.Response:
+    return web.json_response(_config_view(request, _runner(request)))
+
+
+async def put_daemon_config(request: web.Request) -> web.Response:
+    runner = _runner(request)
+    config = request.app[WARDEN].config
+    changes = await _json_object(request)
+    secret = {name for name, value in runner.config.model_dump(mode="json").items() if value == MASK}
+    changes = {key: value for key, value in changes.items() if not (key in secret and value == MASK)}
+    _check_etag(request, config.etag)
+    prefix = f"daemons.{runner.name}."
+    try:
+        await config.update_daemon(runner.name, changes)
+    except ConfigError as invalid:
+        issues = [_issue(issue, prefix) for issue in invalid.issues]
+        raise error(web.HTTPUnprocessableEntity, "invalid configuration; nothing was changed", issues=issues) from None
+    except ConfigConflict as conflict:
+        raise error(web.HTTPConflict, str(conflict)) from None
+    return web.json_response(_config_view(request, runner))
+
+
+async def get_config(request: web.Request) -> web.Response:
+    config = request.app[WARDEN].config
+    return web.Response(text=config.masked_text(), content_type="text/yaml", headers={"ETag": f'"{config.etag}"'})
+
+
+async def put_config(request: web.Request) -> web.Response:
+    config = request.app[WARDEN].config
+    if "If-Match" not in request.headers:
+        raise error(web.HTTPPreconditionRequired, "send If-Match with the ETag of the version you edited")
+    etag = request.headers["If-Match"].strip('"')
+    try:
+        await config.replace_masked(await request.text(), etag)
+    except ConfigError as invalid:
+        issues = [_issue(issue, "") for issue in invalid.issues]
+        raise error(web.HTTPUnprocessableEntity, "invalid configuration; nothing was changed", issues=issues) from None
+    except ConfigConflict as conflict:
+        raise error(web.HTTPConflict, str(conflict)) from None
+    return web.json_response({"etag": config.etag})
+
+
+def _issue(issue: ConfigIssue, prefix: str) -> dict[str, Any]:
+    return {"path": issue.path.removeprefix(prefix), "message": issue.message, "line": issue.line}
+
+
+def _check_etag(request: web.Request, current: str) -> None:
+    expected = request.headers.get("If-Match")
+    if expected is not None and expected.strip('"') != current:
+        raise error(web.HTTPConflict, "the configuration changed since you loaded it; reload and edit again")
+
+
+async def _json_object(request: web.Request) -> dict[str, Any]:
+    try:
+        body = await request.json()
+    except ValueError:
+        raise error(web.HTTPBadRequest, "the body must be JSON") from None
+    if not isinstance(body, dict):
+        raise error(web.HTTPBadRequest, "the body must be a JSON object")
+    return body
+
+
+# -- logs, events, health --------------------------------------------------------------
+
+
+def _number(request: web.Request, name: str, kind: type[int] | type[float], default: Any = None) -> Any:
+    value = request.query.get(name)
+    if value is None:
+        return default
+    try:
+        return kind(value)
+    except ValueError:
+        raise error(web.HTTPBadRequest, f"{name} must be a number") from None
+
+
+async def _log_lines(request: web.Request, limit: int) -> list[Any]:
+    runner = _runner(request)
+    level = request.query.get("level", "debug")
+    if level not in LEVELS:
+        raise error(web.HTTPBadRequest, f"level must be one of {', '.join(LEVELS)}")
+    return await _store(request).logs(
+        runner.name,
+        levels=LEVELS[LEVELS.index(level) :],
+        since=_number(request, "since", float),
+        text=request.query.get("q") or None,
+        limit=limit,
+        before=_number(request, "before", int),
+    )
+
+
+async def get_logs(request: web.Request) -> web.Response:
+    limit = min(_number(request, "limit", int, 200), MAX_PAGE)
+    lines = await _log_lines(request, limit)
+    return web.json_response({"lines": [payload.log_line(s.line, id=s.id) for s in lines]})
+
+
+async def download_logs(request: web.Request) -> web.Response:
+    lines = await _log_lines(request, 100_000)
+    text = "".join(
+        f"{datetime.fromtimestamp(s.line.at, UTC).isoformat()} {s.line.level.upper():7} {s.line.message}"
+        f"{' ' + json.dumps(s.line.fields) if s.line.fields else ''}\n"
+        for s in reversed(lines)
+    )
+    name = request.match_info["name"]
+    return web.Response(
+        text=text, content_type="text/plain", headers={"Content-Disposition": f'attachment; filename="{name}.log"'}
+    )
+
+
+async def get_events(request: web.Request) -> web.Response:
+    daemon = request.query.get("daemon") or None
+    if daemon is not None and daemon not in _supervisor(request).runners:
+        raise error(web.HTTPNotFound, f"no daemon named {daemon!r}")
+    stored = await _store(request).events(
+        daemon, limit=min(_number(request, "limit", int, 100), MAX_PAGE), before=_number(request, "before", int)
+    )
+    events = [payload.event(s.event, id=s.id, boot_id=s.boot_id) for s in stored]
+    return web.json_response({"events": events})
+
+
+async def health(request: web.Request) -> web.Response:
+    warden = request.app[WARDEN]
+    supervisor = _supervisor(request)
+    store = warden.hub.system.get("store", {"ok": False, "error": "not started"})
+    config_error = warden.config.last_error
+    now = warden.clock.monotonic()
+    daemons = {name: {"state": r.status.state, "healthy": _healthy(r, now)} for name, r in supervisor.runners.items()}
+    ok = warden.supervising and bool(store.get("ok"))
+    body = {
+        "ok": ok,
+        "store": store,
+        "config": {"ok": config_error is None, "error": str(config_error) if config_error else None},
+        "daemons": daemons,
+    }
+    return web.json_response(body, status=200 if ok else 503)
+
+
+def _healthy(runner: DaemonRunner, now: float) -> bool:
+    if runner.status.state in (DaemonState.BACKOFF, DaemonState.FATAL):
+        return False
+    context = runner.context
+    if runner.status.state is DaemonState.RUNNING and context is not None and not context.sleeping:
+        return now - context.last_heartbeat <= runner.config.watchdog_timeout
+    return True

@@ -1,0 +1,175 @@
+"""The live WebSocket (/ws): hello, snapshot, then deltas from the hub; see docs/protocol.md.
+
+Only the handler task reads the socket; only the connection's writer task sends. The writer
+takes batches from the client's own bounded hub subscription, so a slow client falls behind
+alone (its states collapse, its lines are dropped with a `gap`), and a client whose send
+stays blocked for `SEND_TIMEOUT` is closed with 1013 so that it resyncs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import weakref
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+from aiohttp import WSCloseCode, WSMsgType, web
+
+import supervisor
+from supervisor.app import Warden
+from supervisor.hub import Subscription
+from web import payload
+from web.auth import same_origin
+from web.keys import LIVE_STATS, SOCKETS, WARDEN, LiveStats
+
+PROTOCOL = 1
+MAX_MESSAGE = 64 * 1024
+QUEUE_LINES = 500  # events and log lines held per client before it counts as behind
+SEND_TIMEOUT = 10.0
+HEARTBEAT = 20.0
+logger = structlog.get_logger("warden.web")
+
+
+@dataclass
+class Connection:
+    """One client: its socket, its subscription, and what its writer must send next."""
+
+    socket: web.WebSocketResponse
+    warden: Warden
+    subscription: Subscription
+    stats: LiveStats
+    last_seq: int = 0
+    resync: tuple[int, str] | None = (-1, "")  # (seq, boot) to resume from; seq -1: a snapshot
+    replies: list[dict[str, Any]] = field(default_factory=list)
+
+    def request(self, reply: dict[str, Any] | None = None, resync: tuple[int, str] | None = None) -> None:
+        """Queue something for the writer (a reply, a resync) and wake it."""
+        if reply is not None:
+            self.replies.append(reply)
+        if resync is not None:
+            self.resync = resync
+        self.subscription.poke()
+
+    async def write(self) -> None:
+        """The only task that sends on this socket; a send blocked too long closes it (1013)."""
+        try:
+            await self._send(
+                {"type": "hello", "protocol": PROTOCOL, "server": supervisor.__version__, "boot": self.warden.boot_id}
+            )
+            self.subscription.poke()  # the first round sends the snapshot (or the resumed deltas)
+            while True:
+                batch = await self.subscription.get()
+                replies, self.replies = self.replies, []
+                for reply in replies:
+                    await self._send(reply)
+                if self.resync is not None:
+                    resync, self.resync = self.resync, None
+                    await self._resync(*resync)
+                for delta in batch.deltas:
+                    if delta.kind == "log" or delta.seq > self.last_seq:
+                        await self._send_text(payload.wire(delta, self._supervisor))
+                        self.last_seq = max(self.last_seq, delta.seq)
+                if batch.dropped:
+                    self.stats.dropped_lines_total += batch.dropped
+                    await self._send({"type": "gap", "dropped": batch.dropped})
+        except TimeoutError:
+            self.stats.closed_stuck_total += 1
+            logger.warning("closing a client that stopped reading", peer=self.socket.get_extra_info("peername"))
+            await self.socket.close(code=WSCloseCode.TRY_AGAIN_LATER, message=b"too slow; reconnect and resume")
+
+    @property
+    def _supervisor(self) -> Any:
+        return self.warden.supervisor
+
+    async def _resync(self, seq: int, boot: str) -> None:
+        hub = self.warden.hub
+        hub.flush()  # number everything pending, so the snapshot and the stream meet exactly
+        missed = hub.since(seq) if seq >= 0 and boot == self.warden.boot_id else None
+        if missed is None:
+            daemons = [payload.daemon(status, self._supervisor) for status in hub.states.values()]
+            await self._send({"type": "snapshot", "seq": hub.seq, "daemons": daemons, "system": hub.system})
+        else:
+            for delta in missed:
+                await self._send_text(payload.wire(delta, self._supervisor))
+        self.last_seq = hub.seq
+
+    async def _send(self, message: dict[str, Any]) -> None:
+        await self._send_text(json.dumps(message))
+
+    async def _send_text(self, text: str) -> None:
+        async with asyncio.timeout(SEND_TIMEOUT):
+            await self.socket.send_str(text)
+
+    def handle(self, text: str) -> None:
+        """One message from the client. Anything invalid gets an `error`; the connection stays."""
+        try:
+            message = json.loads(text)
+        except ValueError:
+            self.request({"type": "error", "message": "not JSON"})
+            return
+        kind = message.get("type") if isinstance(message, dict) else None
+        if kind == "ping":
+            self.request({"type": "pong"})
+        elif kind in ("subscribe_logs", "unsubscribe_logs"):
+            self._change_logs(kind, message.get("daemons"))
+        elif kind == "resume":
+            seq, boot = message.get("seq"), message.get("boot")
+            if not isinstance(seq, int) or isinstance(seq, bool) or not isinstance(boot, str):
+                self.request({"type": "error", "message": "resume needs an integer seq and a boot id"})
+            else:
+                self.request(resync=(seq, boot))
+        else:
+            self.request({"type": "error", "message": f"unknown message type {kind!r}"})
+
+    def _change_logs(self, kind: str, names: Any) -> None:
+        known = self.warden.hub.states
+        if not isinstance(names, list) or not all(isinstance(n, str) and n in known for n in names):
+            self.request({"type": "error", "message": f"{kind} needs a list of daemon names"})
+            return
+        current = self.subscription.log_filter or frozenset()
+        self.subscription.log_filter = current | set(names) if kind == "subscribe_logs" else current - set(names)
+
+
+async def websocket(request: web.Request) -> web.WebSocketResponse:
+    if "Origin" in request.headers and not same_origin(request):
+        raise web.HTTPForbidden(text='{"error": "cross-origin WebSocket refused"}', content_type="application/json")
+    warden = request.app[WARDEN]
+    socket = web.WebSocketResponse(heartbeat=HEARTBEAT, max_msg_size=MAX_MESSAGE)
+    await socket.prepare(request)
+    stats = request.app[LIVE_STATS]
+    stats.connections_total += 1
+    request.app[SOCKETS].add(socket)
+    subscription = warden.hub.subscribe(max_lines=QUEUE_LINES, log_filter=frozenset())
+    connection = Connection(socket, warden, subscription, stats)
+    connection.resync = _resume_from(request.query)
+    writer = asyncio.create_task(connection.write(), name="ws-writer")
+    try:
+        async for message in socket:
+            if message.type is WSMsgType.TEXT:
+                connection.handle(message.data)
+            elif message.type is WSMsgType.BINARY:
+                connection.request({"type": "error", "message": "binary frames are not understood; send JSON text"})
+    finally:
+        warden.hub.unsubscribe(subscription)
+        writer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await writer
+        request.app[SOCKETS].discard(socket)
+    return socket
+
+
+def _resume_from(query: Any) -> tuple[int, str]:
+    try:
+        return int(query["resume"]), str(query.get("boot", ""))
+    except (KeyError, ValueError):
+        return -1, ""
+
+
+async def close_all(app: web.Application) -> None:
+    """On shutdown: every client is told the server is going away (1001)."""
+    sockets: weakref.WeakSet[web.WebSocketResponse] = app[SOCKETS]
+    for socket in list(sockets):
+        await socket.close(code=WSCloseCode.GOING_AWAY, message=b"Warden is shutting down")
