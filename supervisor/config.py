@@ -68,7 +68,7 @@ KERNEL_FIELDS = frozenset(DaemonConfig.model_fields)
 
 class ServerSettings(Section):
     host: str = Field("127.0.0.1", description="Address the web page and API listen on.")
-    port: int = Field(8765, ge=1, le=65_535, description="TCP port of the web page and API.")
+    port: int = Field(8765, ge=0, le=65_535, description="TCP port of the web page and API (0: any free port).")
     base_path: str = Field(
         "",
         pattern=r"^(/[A-Za-z0-9._~-]+)*$",

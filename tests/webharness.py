@@ -1,0 +1,65 @@
+"""A whole Warden (kernel and web) in the test's event loop, on an ephemeral loopback port."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import aiohttp
+
+from supervisor.app import Warden, load_config
+from supervisor.daemon import Daemon
+from supervisor.plugins import Registry
+from web.app import serve
+
+TOKEN = "test-token-0123456789"
+
+
+def config_text(daemon_sections: str = "", server: str = "") -> str:
+    """A config file: loopback, port 0 (any free port), a fixed token, fast hand-edit polling."""
+    return (
+        "server:\n  host: 127.0.0.1\n  port: 0\n"
+        f"  token: {TOKEN}\n{server}"
+        "paths:\n  data_dir: data\n"
+        "supervisor:\n  config_poll_interval: 0.05\n"
+        f"daemons:\n{daemon_sections or '  {}'}\n"
+    )
+
+
+@asynccontextmanager
+async def running_warden(
+    tmp_path: Path, daemon_classes: list[type[Daemon]], yaml: str | None = None
+) -> AsyncIterator[Warden]:
+    """Run Warden until the block ends (then a graceful shutdown). `warden.url` is the page."""
+    path = tmp_path / "warden.yaml"
+    text = yaml if yaml is not None else config_text()
+    path.write_text(text.replace("data_dir: data", f"data_dir: {tmp_path / 'data'}"))
+    registry = Registry(daemons={cls.name: cls for cls in daemon_classes})
+    warden = Warden(load_config(path, registry), registry, front=serve)
+    stop = asyncio.Event()
+    task = asyncio.create_task(warden.run(stop))
+    ready = asyncio.create_task(warden.ready.wait())
+    await asyncio.wait({task, ready}, return_when=asyncio.FIRST_COMPLETED)
+    if task.done():
+        ready.cancel()
+        task.result()  # raises what prevented the start
+    try:
+        yield warden
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+
+
+def bearer(token: str = TOKEN) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+@asynccontextmanager
+async def api_session(warden: Warden, token: str | None = TOKEN) -> AsyncIterator[aiohttp.ClientSession]:
+    """An HTTP client whose relative URLs resolve against the page (base path included)."""
+    assert warden.url is not None
+    headers = bearer(token) if token else {}
+    async with aiohttp.ClientSession(base_url=warden.url.rstrip("/") + "/", headers=headers) as session:
+        yield session
