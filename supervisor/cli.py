@@ -19,6 +19,7 @@ from supervisor.configfile import ConfigError
 from supervisor.plugins import discover
 from web.app import serve
 from web.auth import AccessError
+from web.client import Client, ClientError, follow_logs, format_log, status_table, watch
 
 DEFAULT_CONFIG = Path(os.environ.get("WARDEN_CONFIG", "config/warden.yaml"))
 logger = structlog.get_logger("warden")
@@ -40,13 +41,31 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument("path", type=Path, nargs="?", default=DEFAULT_CONFIG)
     daemons = commands.add_parser("daemons", help="list the registered daemons and their settings", parents=[common])
     daemons.add_argument("--json", action="store_true", help="print the JSON schema of each daemon's settings")
+    # Commands for a running Warden; it is found through the same config file (or --url/--token).
+    remote = argparse.ArgumentParser(add_help=False, parents=[common])
+    remote.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="config file of the running Warden")
+    remote.add_argument("--url", help="the page's URL, e.g. http://127.0.0.1:8765/")
+    remote.add_argument("--token", default=os.environ.get("WARDEN_TOKEN"), help="API token (or WARDEN_TOKEN)")
+    commands.add_parser("status", help="every daemon's state and status", parents=[remote])
+    for action in ("start", "stop", "restart", "wake"):
+        command = commands.add_parser(
+            action, help=f"{action} a daemon (or all: start/stop/restart all)", parents=[remote]
+        )
+        command.add_argument("name", help="daemon name, or 'all'")
+    log = commands.add_parser("logs", help="a daemon's recent log lines", parents=[remote])
+    log.add_argument("name")
+    log.add_argument("--follow", "-f", action="store_true", help="keep printing new lines")
+    log.add_argument("--lines", "-n", type=int, default=50, help="how many recent lines first")
+    commands.add_parser("watch", help="live status of every daemon", parents=[remote])
     args = parser.parse_args(argv)
     logs.configure(getattr(args, "log_format", "console"))
     if args.command == "run":
         return _run(args.config)
     if args.command == "check-config":
         return _check_config(args.path)
-    return _list_daemons(args.json)
+    if args.command == "daemons":
+        return _list_daemons(args.json)
+    return _remote(args)
 
 
 def _run(config_path: Path) -> int:
@@ -88,6 +107,46 @@ async def _serve(warden: Warden) -> None:
     finally:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)
+
+
+def _remote(args: argparse.Namespace) -> int:
+    try:
+        return asyncio.run(_talk(_client(args), args))
+    except ClientError as error:
+        print(f"warden: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+
+
+def _client(args: argparse.Namespace) -> Client:
+    if args.url and args.token:
+        return Client(args.url.rstrip("/") + "/", args.token)
+    try:
+        found = Client.for_settings(load_config(args.config, discover()).settings)
+    except (ConfigError, AccessError) as error:
+        raise ClientError(f"cannot find the running Warden from {args.config}: {error}") from None
+    return Client((args.url or found.url).rstrip("/") + "/", args.token or found.token)
+
+
+async def _talk(client: Client, args: argparse.Namespace) -> int:
+    if args.command == "status":
+        print(status_table((await client.call("GET", "api/daemons"))["daemons"]))
+    elif args.command in ("start", "stop", "restart", "wake"):
+        if args.name == "all" and args.command != "wake":
+            print(status_table((await client.call("POST", f"api/{args.command}-all"))["daemons"]))
+        else:
+            reply = await client.call("POST", f"api/daemons/{args.name}/{args.command}")
+            print(status_table([reply.get("daemon", reply)]))
+    elif args.command == "logs":
+        recent = await client.call("GET", f"api/daemons/{args.name}/logs?limit={args.lines}")
+        for line in reversed(recent["lines"]):
+            print(format_log(args.name, line))
+        if args.follow:
+            await follow_logs(client, args.name)
+    else:
+        await watch(client)
+    return 0
 
 
 def _check_config(path: Path) -> int:
