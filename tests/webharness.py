@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -63,3 +63,14 @@ async def api_session(warden: Warden, token: str | None = TOKEN) -> AsyncIterato
     headers = bearer(token) if token else {}
     async with aiohttp.ClientSession(base_url=warden.url.rstrip("/") + "/", headers=headers) as session:
         yield session
+
+
+async def until(warden: Warden, predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Wait until `predicate()` holds, re-checking after every change Warden publishes."""
+    subscription = warden.hub.subscribe(max_lines=100)
+    try:
+        async with asyncio.timeout(timeout):
+            while not predicate():
+                await subscription.get()
+    finally:
+        warden.hub.unsubscribe(subscription)

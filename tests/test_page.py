@@ -1,0 +1,161 @@
+"""The Daemons page in a real browser (Debian's Chromium driven by Playwright).
+
+Each test leaves a screenshot in tests/artifacts/ for a person to look at.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from playwright.async_api import Browser, Page, async_playwright, expect
+
+from supervisor.daemon import Daemon
+from supervisor.models import DaemonState
+from tests.daemons_for_tests import Worker
+from tests.webharness import TOKEN, config_text, running_warden, until
+
+CHROMIUM = "/usr/bin/chromium"  # installed by `make test` (Debian package chromium)
+ARTIFACTS = Path(__file__).parent / "artifacts"
+# Flags that keep Chromium from reaching out to the network (this machine has none) and root-safe.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-quic",
+]
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            await browser.close()
+
+
+async def open_page(browser: Browser, url: str) -> Page:
+    page = await browser.new_page(viewport={"width": 1280, "height": 900})
+    await page.goto(f"{url}login?token={TOKEN}")  # sets the session cookie, then opens the page
+    await expect(page.get_by_test_id("connection")).to_have_attribute("data-state", "live")
+    return page
+
+
+async def screenshot(page: Page, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    await page.screenshot(path=ARTIFACTS / f"{name}.png", full_page=True)
+
+
+def card(page: Page, name: str):
+    return page.get_by_test_id(f"card-{name}")
+
+
+async def test_live_status_changes_without_reload(browser, tmp_path):
+    async with running_warden(tmp_path, [Worker]) as warden:
+        page = await open_page(browser, warden.url)
+        worker = card(page, "worker")
+        await expect(worker.get_by_test_id("state-badge")).to_have_text("running")
+        await expect(worker.get_by_test_id("status-message")).to_have_text("Round 1")
+        daemon = warden.supervisor.runner("worker").daemon
+        await daemon.update_status("Processing batch 2 of 5 (50 scenes)", progress=40)
+        await expect(worker.get_by_test_id("status-message")).to_have_text("Processing batch 2 of 5 (50 scenes)")
+        await expect(worker.get_by_test_id("progress")).to_be_visible()
+        await screenshot(page, "live-status")
+
+
+async def test_stop_and_start_show_in_a_second_tab(browser, tmp_path):
+    async with running_warden(tmp_path, [Worker]) as warden:
+        first, second = await open_page(browser, warden.url), await open_page(browser, warden.url)
+        await card(first, "worker").get_by_test_id("btn-stop").click()
+        await expect(card(second, "worker").get_by_test_id("state-badge")).to_have_text("stopped")
+        assert warden.supervisor.runner("worker").status.state is DaemonState.STOPPED
+        await screenshot(second, "second-tab-stopped")
+        await card(first, "worker").get_by_test_id("btn-start").click()
+        await expect(card(second, "worker").get_by_test_id("state-badge")).to_have_text("running")
+        await screenshot(second, "second-tab-running")
+
+
+async def test_invalid_config_value_shows_the_error_inline_and_changes_nothing(browser, tmp_path):
+    async with running_warden(tmp_path, [Worker]) as warden:
+        before = warden.config.path.read_bytes()
+        page = await open_page(browser, warden.url)
+        await card(page, "worker").get_by_test_id("open-config").click()
+        await page.get_by_test_id("field-interval").fill("-5")
+        await page.get_by_test_id("config-save").click()
+        error = page.get_by_test_id("error-interval")
+        await expect(error).to_contain_text("greater than or equal to 0.001")
+        assert warden.config.path.read_bytes() == before
+        await error.scroll_into_view_if_needed()
+        await screenshot(page, "config-invalid")
+
+
+async def test_a_valid_edit_is_saved_with_comments_and_restarts_the_daemon(browser, tmp_path):
+    yaml = config_text("  worker:\n    interval: 30  # seconds between rounds\n")
+    async with running_warden(tmp_path, [Worker], yaml=yaml) as warden:
+        runs = warden.supervisor.runner("worker").runs
+        page = await open_page(browser, warden.url)
+        await card(page, "worker").get_by_test_id("open-config").click()
+        await page.get_by_test_id("field-interval").fill("45")
+        await page.get_by_test_id("config-save").click()
+        runner = warden.supervisor.runner("worker")
+        await until(warden, lambda: runner.runs == runs + 1 and runner.status.state is DaemonState.RUNNING)
+        assert runner.daemon is not None and runner.daemon.config.interval == 45
+        text = warden.config.path.read_text()
+        assert "    interval: 45  # seconds between rounds\n" in text, "the comment on the changed line is kept"
+        await expect(page.get_by_test_id("error-interval")).to_be_hidden()
+        await expect(card(page, "worker").get_by_test_id("state-badge")).to_have_text("running")
+        await screenshot(page, "config-saved")
+
+
+class Mischief(Daemon):
+    name = "mischief"
+    title = "Mischief <b>bold</b>"
+
+    async def run(self) -> None:
+        await self.update_status("<img src=x onerror=alert(1)>")
+        self.log.warning("<script>alert(2)</script>")
+        await self.sleep(3600, "<i>resting</i>")
+
+
+async def test_status_text_is_shown_as_text_never_as_html(browser, tmp_path):
+    async with running_warden(tmp_path, [Mischief]) as warden:
+        page = await open_page(browser, warden.url)
+        dialogs: list[str] = []
+        page.on("dialog", lambda dialog: dialogs.append(dialog.message))
+        message = card(page, "mischief").get_by_test_id("status-message")
+        await expect(message).to_have_text("<img src=x onerror=alert(1)>")
+        assert await page.locator("img").count() == 0
+        await card(page, "mischief").get_by_test_id("open-logs").click()
+        await expect(page.get_by_test_id("log-panel-mischief")).to_contain_text("<script>alert(2)</script>")
+        assert await page.locator("[data-testid=card-mischief] b, [data-testid=card-mischief] i").count() == 0
+        assert dialogs == []
+        await screenshot(page, "text-not-html")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+async def test_connection_indicator_follows_a_server_restart(browser, tmp_path):
+    yaml = config_text().replace("port: 0", f"port: {free_port()}")
+    async with running_warden(tmp_path, [Worker], yaml=yaml) as warden:
+        page = await open_page(browser, warden.url)
+        await expect(card(page, "worker").get_by_test_id("state-badge")).to_have_text("running")
+    # The server is gone: the page says so, and keeps trying.
+    await expect(page.get_by_test_id("connection")).to_have_attribute("data-state", "reconnecting")
+    await screenshot(page, "reconnecting")
+    yaml = yaml.replace("daemons:\n  {}", "daemons:\n  worker:\n    auto_start: false")
+    async with running_warden(tmp_path, [Worker], yaml=yaml):
+        await expect(page.get_by_test_id("connection")).to_have_attribute("data-state", "live", timeout=20_000)
+        # A new boot: the page shows the new state (not auto-started this time), not the old one.
+        await expect(card(page, "worker").get_by_test_id("state-badge")).to_have_text("stopped")
+        await screenshot(page, "live-again")
