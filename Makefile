@@ -17,6 +17,9 @@ lint: $(VENV)/.installed-dev
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy supervisor
 
+bench: $(VENV)/.installed-dev system-packages
+	$(BIN)/python -m bench.page_latency
+
 format: $(VENV)/.installed-dev
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
