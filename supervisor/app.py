@@ -82,6 +82,7 @@ class Warden:
                 self.registry.daemons, settings, self.hub, self.clock, rng=self.rng, previous=previous
             )
             self.config.on_change(supervisor.apply_settings)
+            self.config.on_status(lambda status: self.hub.set_system("config", status))
             await self._serve(store, writer, supervisor, stop)
             leftovers = supervisor.abandon_stuck()
             await writer.flush(settings.supervisor.shutdown_flush_timeout)

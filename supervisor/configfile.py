@@ -187,6 +187,7 @@ class ConfigFile:
         self._document = document
         self._lock = asyncio.Lock()
         self._listeners: list[Callable[[WardenSettings], Awaitable[None]]] = []
+        self._status_listeners: list[Callable[[dict[str, Any]], None]] = []
         self.last_error: ConfigError | None = None
 
     @classmethod
@@ -224,6 +225,23 @@ class ConfigFile:
     def on_change(self, listener: Callable[[WardenSettings], Awaitable[None]]) -> None:
         """`listener(settings)` is awaited after every accepted change."""
         self._listeners.append(listener)
+
+    def on_status(self, listener: Callable[[dict[str, Any]], None]) -> None:
+        """`listener(status)` hears the file's version and its last error, now and after every change."""
+        self._status_listeners.append(listener)
+        listener(self.status())
+
+    def status(self) -> dict[str, Any]:
+        error = self.last_error
+        return {
+            "etag": self.etag,
+            "error": str(error) if error else None,
+            "issues": [{"path": i.path, "message": i.message, "line": i.line} for i in error.issues] if error else [],
+        }
+
+    def _report(self) -> None:
+        for listener in self._status_listeners:
+            listener(self.status())
 
     async def update_daemon(self, name: str, values: dict[str, Any]) -> WardenSettings:
         """Set fields of one daemon's section (None removes a key, back to its default).
@@ -273,6 +291,7 @@ class ConfigFile:
     async def _adopt(self, text: str, document: CommentedMap, settings: WardenSettings, how: str) -> None:
         self.text, self._document, self.settings = text, document, settings
         self.last_error = None
+        self._report()
         logger.info("configuration changed", path=str(self.path), how=how)
         for listener in self._listeners:
             await listener(settings)
@@ -294,7 +313,9 @@ class ConfigFile:
                 )
                 return False
             if text == self.text:
-                self.last_error = None  # e.g. a broken edit was undone
+                if self.last_error is not None:  # e.g. a broken edit was undone
+                    self.last_error = None
+                    self._report()
                 return False
             try:
                 document, settings = parse(text, self.model, str(self.path))
@@ -308,6 +329,7 @@ class ConfigFile:
         if self.last_error is None or self.last_error.issues != error.issues:
             logger.error("config file rejected; the running configuration is unchanged", error=str(error))
         self.last_error = error
+        self._report()
 
 
 def _atomic_write(path: Path, text: str) -> None:

@@ -173,6 +173,7 @@ class DaemonRunner:
         if not changed and not uses_changed:
             return
         self._record("config", Actor.CONFIG, "changed: " + ", ".join(sorted(changed) or self.daemon_class.uses))
+        self._set()  # clients show enabled and auto_start with the state: publish it even if nothing else moves
         if not config.enabled:
             await self.stop(Actor.CONFIG)
             if self.status.state is S.STOPPED:  # else its task ignores cancellation: it stays visible

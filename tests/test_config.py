@@ -125,7 +125,7 @@ def test_invalid_file_names_key_and_line(tmp_path, case):
 
 def test_every_invalid_value_is_reported_at_once(tmp_path):
     with pytest.raises(ConfigError) as raised:
-        write_config(tmp_path, "server:\n  port: 0\ndaemons:\n  worker:\n    interval: 0\n    restart: sometimes\n")
+        write_config(tmp_path, "server:\n  port: 70000\ndaemons:\n  worker:\n    interval: 0\n    restart: sometimes\n")
     assert {(i.path, i.line) for i in raised.value.issues} == {
         ("server.port", 2),
         ("daemons.worker.interval", 5),
@@ -308,15 +308,18 @@ async def test_broken_hand_edit_changes_nothing_and_is_reported(tmp_path, breaka
         await kernel.supervisor.start("worker")
         runner, settings = kernel.supervisor.runner("worker"), config.settings
         config_before = runner.config
+        statuses: list[dict] = []
+        config.on_status(statuses.append)  # what the page's config banner shows
         breakage(config.path)
         assert await config.reload_if_changed() is False
         assert config.last_error is not None and reported in str(config.last_error)
+        assert statuses[-1]["error"] is not None and reported in statuses[-1]["error"]
         assert config.settings is settings and runner.config is config_before
         assert kernel.state("worker") is S.RUNNING and Worker.runs == 1
         # Repairing the file (back to the running text) clears the error without a restart.
         config.path.write_text(WORKER_YAML)
         assert await config.reload_if_changed() is False
-        assert config.last_error is None
+        assert config.last_error is None and statuses[-1]["error"] is None
         assert kernel.state("worker") is S.RUNNING and Worker.runs == 1, "no restart"
 
 
