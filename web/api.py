@@ -8,6 +8,7 @@ from typing import Any
 
 from aiohttp import web
 
+from supervisor.config import KERNEL_FIELDS
 from supervisor.configfile import MASK, ConfigConflict, ConfigError, ConfigIssue
 from supervisor.models import Actor, DaemonState
 from supervisor.runner import DaemonDisabled, DaemonRunner
@@ -91,10 +92,14 @@ async def command_all(request: web.Request) -> web.Response:
 def _config_view(request: web.Request, runner: DaemonRunner) -> dict[str, Any]:
     config = request.app[WARDEN].config
     model = type(runner.config)
+    schema = model.model_json_schema()
+    # The daemon's own settings first; the ones every daemon has (restart policy, timeouts) after.
+    properties = schema["properties"]
+    schema["properties"] = dict(sorted(properties.items(), key=lambda item: item[0] in KERNEL_FIELDS))
     return {
         "values": runner.config.model_dump(mode="json"),
         "defaults": model().model_dump(mode="json"),
-        "schema": model.model_json_schema(),
+        "schema": schema,
         "etag": config.etag,
     }
 
