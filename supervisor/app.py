@@ -17,6 +17,7 @@ from supervisor.clock import Clock, SystemClock, sleep
 from supervisor.config import WardenSettings, settings_model
 from supervisor.configfile import ConfigFile
 from supervisor.hub import StatusHub
+from supervisor.jobs import JobManager
 from supervisor.models import ACTIVE_STATES, Actor, DaemonState, DaemonStatus, Event
 from supervisor.persist import StoreWriter
 from supervisor.plugins import Registry
@@ -54,6 +55,7 @@ class Warden:
     supervisor: Supervisor | None = None
     writer: StoreWriter | None = None
     store: Store | None = None
+    jobs: JobManager | None = None
     url: str | None = None
     _supervisor_task: asyncio.Task[None] | None = None
 
@@ -78,8 +80,19 @@ class Warden:
             self.writer = writer = StoreWriter(self.hub, store, self.clock, self.boot_id)
             previous = await self._recover(store)
             await store.begin_boot(self.boot_id, self.clock.time(), os.getpid())
+            jobs = settings.jobs
+            self.jobs = JobManager(
+                self.hub,
+                store,
+                self.clock,
+                rng=self.rng,
+                concurrency=jobs.concurrency,
+                default_concurrency=jobs.default_concurrency,
+                backoff_initial=jobs.retry_initial,
+                backoff_max=jobs.retry_max,
+            )
             self.supervisor = supervisor = Supervisor(
-                self.registry.daemons, settings, self.hub, self.clock, rng=self.rng, previous=previous
+                self.registry.daemons, settings, self.hub, self.clock, self.jobs, rng=self.rng, previous=previous
             )
             self.config.on_change(supervisor.apply_settings)
             self.config.on_status(lambda status: self.hub.set_system("config", status))
@@ -117,11 +130,24 @@ class Warden:
                 # Daemons stop first, while the page still shows it; then the front closes its clients.
                 logger.info("shutting down: stopping every daemon")
                 await supervisor.stop_all(Actor.SHUTDOWN)
+                await self._close_jobs()
             for task in tasks:
                 task.cancel()
 
+    async def _close_jobs(self) -> None:
+        """Jobs end with the daemons (the ones left by cancel_jobs_on_stop: false too), within a bound."""
+        assert self.jobs is not None
+        try:
+            async with asyncio.timeout(self.settings.supervisor.shutdown_flush_timeout):
+                await self.jobs.close()
+        except TimeoutError:
+            logger.error("some jobs did not end in time; they are recorded as they were")
+
     async def _recover(self, store: Store) -> dict[str, DaemonStatus]:
         """Reconcile what a previous process left: anything it was running was interrupted."""
+        interrupted = await store.interrupt_jobs(self.clock.time(), "interrupted: Warden stopped unexpectedly")
+        if interrupted:
+            logger.warning("jobs left running by the previous process marked failed", jobs=interrupted)
         stored = await store.states()
         for name, row in stored.items():
             if row.status.state in _INTERRUPTED:
@@ -147,6 +173,7 @@ class Warden:
             log_max_rows=settings.log_max_rows,
             event_max_age=settings.event_retention_days * _DAY,
             event_max_rows=settings.event_max_rows,
+            job_max_age=self.settings.jobs.retention_days * _DAY,
         )
         while True:
             try:

@@ -60,6 +60,7 @@ class DaemonConfig(Section):
         60, gt=0, le=86_400, description="A run this many seconds long resets the backoff and the restart count."
     )
     log_level: LogLevel = Field("info", description="Lowest level of the daemon's log lines that are kept and shown.")
+    cancel_jobs_on_stop: bool = Field(True, description="Stopping the daemon cancels the jobs it launched.")
 
 
 #: Fields of DaemonConfig: changing only these never needs the daemon's own code to reload.
@@ -128,6 +129,20 @@ class SupervisorSettings(Section):
     )
 
 
+class JobsSettings(Section):
+    concurrency: dict[str, int] = Field(
+        default_factory=dict, description="Jobs of a type that may run at once, by job type, e.g. {sync: 1}."
+    )
+    default_concurrency: int = Field(
+        2, ge=1, le=64, description="Jobs of a type not listed above that may run at once."
+    )
+    retry_initial: float = Field(
+        1, gt=0, le=3600, description="Seconds before retrying a job after a transient failure; doubles each time."
+    )
+    retry_max: float = Field(60, gt=0, le=86_400, description="Longest delay between retries of a job, in seconds.")
+    retention_days: float = Field(30, gt=0, le=3650, description="Finished jobs older than this are deleted.")
+
+
 class WardenSettings(BaseSettings):
     """Everything in warden.yaml except the daemon sections, which `settings_model` adds."""
 
@@ -146,6 +161,7 @@ class WardenSettings(BaseSettings):
     paths: PathsSettings = Field(default_factory=PathsSettings)
     store: StoreSettings = Field(default_factory=StoreSettings)
     supervisor: SupervisorSettings = Field(default_factory=SupervisorSettings)
+    jobs: JobsSettings = Field(default_factory=JobsSettings)
     daemons: Any = None  # replaced by settings_model()
 
     @classmethod

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import traceback
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import structlog
@@ -17,6 +18,7 @@ import structlog
 from supervisor.clock import Clock, sleep
 from supervisor.config import DaemonConfig, LogLevel
 from supervisor.hub import StatusHub
+from supervisor.jobs import ExternalState, Job, JobFailed, JobFunction, JobManager, JobStatus
 from supervisor.models import LogLine
 
 if TYPE_CHECKING:
@@ -31,6 +33,8 @@ class StatusSink(Protocol):
     def report(self, message: str, job_id: str | None, job_type: str | None, progress: float | None) -> None: ...
 
     def report_sleep(self, until: float | None, reason: str | None) -> None: ...
+
+    def report_job(self, job: Job) -> None: ...
 
 
 class DaemonContext:
@@ -49,6 +53,7 @@ class DaemonContext:
         settings: WardenSettings,
         log_level: LogLevel,
         sink: StatusSink,
+        jobs: JobManager,
     ) -> None:
         self.name = name
         self.clock = clock
@@ -56,6 +61,7 @@ class DaemonContext:
         self.last_heartbeat = clock.monotonic()
         self.closed = False
         self._sink = sink
+        self.jobs = jobs
         self._wake: asyncio.Future[bool] | None = None
         self.log = DaemonLogger(self, hub, log_level)
 
@@ -85,6 +91,16 @@ class DaemonContext:
             if not self.closed:
                 self.heartbeat()
                 self._sink.report_sleep(None, None)
+
+    async def wait_for_job(self, job: Job) -> Job:
+        """Wait for a job to end, showing it (id, type, progress) in the daemon's status meanwhile."""
+        if self.closed:
+            raise asyncio.CancelledError
+        stop_listening = self.jobs.listen(job, self._sink.report_job)
+        try:
+            return await self.jobs.wait(job)
+        finally:
+            stop_listening()
 
     def wake(self) -> bool:
         """Cut the current sleep short; False when the daemon was not sleeping."""
@@ -175,3 +191,42 @@ class Daemon:
     async def sleep(self, seconds: float, reason: str) -> bool:
         """Sleep visibly ("sleeping until T: reason"). Returns True when woken early ("run now")."""
         return await self.context.sleep(seconds, reason)
+
+    async def run_job(self, job_type: str, key: str, func: JobFunction, *, max_attempts: int = 3) -> Any:
+        """Run `func(job_context)` as a job (or join the active one with this type and key) and wait.
+
+        Returns the job's result; raises JobFailed when it failed or was cancelled. Raise
+        TransientError (or a ConnectionError/TimeoutError) inside to have it retried with backoff.
+        """
+        job = await self.launch_job(job_type, key, func, max_attempts=max_attempts)
+        return _result(await self.context.wait_for_job(job))
+
+    async def launch_job(self, job_type: str, key: str, func: JobFunction, *, max_attempts: int = 3) -> Job:
+        """Start a job without waiting (see run_job); `wait_for_job` it later."""
+        return await self.context.jobs.launch(job_type, key, func, daemon=self.name, max_attempts=max_attempts)
+
+    async def wait_for_job(self, job: Job) -> Any:
+        return _result(await self.context.wait_for_job(job))
+
+    async def watch_external_job(
+        self,
+        job_type: str,
+        key: str,
+        external_id: str,
+        poll: Callable[[], Awaitable[ExternalState]],
+        stop: Callable[[], Awaitable[None]],
+        *,
+        interval: float = 2.0,
+        stop_timeout: float = 60.0,
+    ) -> Any:
+        """Mirror a job of another system (poll its state; `stop` asks it to stop) until it ends there."""
+        job = await self.context.jobs.watch_external(
+            job_type, key, external_id, poll, stop, daemon=self.name, interval=interval, stop_timeout=stop_timeout
+        )
+        return _result(await self.context.wait_for_job(job))
+
+
+def _result(job: Job) -> Any:
+    if job.status is not JobStatus.COMPLETED:
+        raise JobFailed(job)
+    return job.result

@@ -11,12 +11,17 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from supervisor.models import DaemonStatus, Event, LogLine
 
+if TYPE_CHECKING:
+    from supervisor.jobs import Job
+
 #: Delta kinds that carry a full state: a newer one replaces an undelivered older one.
-COLLAPSIBLE = frozenset({"daemon", "system"})
+COLLAPSIBLE = frozenset({"daemon", "job", "system"})
+#: Kinds whose data is a live object its owner mutates: subscribers get a copy taken at flush.
+_SNAPSHOT = frozenset({"daemon", "job"})
 
 
 @dataclass(slots=True, eq=False)
@@ -25,7 +30,7 @@ class Delta:
     change before it, so the numbered stream has no holes for clients that take no logs."""
 
     seq: int
-    kind: str  # "daemon", "system", "event", "log"
+    kind: str  # "daemon", "job", "system", "event", "log"
     key: str  # daemon name, or the system component for "system"
     data: Any  # DaemonStatus | Event | LogLine | dict
     wire: str | None = None  # the encoded message, made once and shared by every client
@@ -132,6 +137,11 @@ class StatusHub:
         self._dirty[("daemon", status.name)] = status
         self._schedule_flush()
 
+    def set_job(self, job: Job) -> None:
+        """`job` changed (the JobManager updates it in place); subscribers get a snapshot."""
+        self._dirty[("job", job.id)] = job
+        self._schedule_flush()
+
     def set_system(self, component: str, value: dict[str, Any]) -> None:
         self.system[component] = value
         self._dirty[("system", component)] = value
@@ -157,7 +167,7 @@ class StatusHub:
         deltas = []
         for (kind, key), data in self._dirty.items():
             self.seq += 1
-            deltas.append(Delta(self.seq, kind, key, data.snapshot() if kind == "daemon" else data))
+            deltas.append(Delta(self.seq, kind, key, data.snapshot() if kind in _SNAPSHOT else data))
         for kind, key, data in self._lines:
             if kind != "log":
                 self.seq += 1

@@ -15,6 +15,7 @@ import structlog
 
 from supervisor.clock import Clock, sleep
 from supervisor.hub import Batch, StatusHub, Subscription
+from supervisor.jobs import Job
 from supervisor.models import DaemonStatus, Event, LogLine
 from supervisor.store import Store, StoreError
 
@@ -33,6 +34,7 @@ class StoreWriter:
         self._retry_cap = retry_cap
         self._subscription: Subscription = hub.subscribe(max_lines=MAX_UNSAVED_LINES)
         self._states: dict[str, DaemonStatus] = {}
+        self._jobs: dict[str, Job] = {}
         self._lines: list[Event | LogLine] = []
         self.transactions = 0
         self.dropped_lines = 0
@@ -97,6 +99,8 @@ class StoreWriter:
         for delta in batch.deltas:
             if delta.kind == "daemon":
                 self._states[delta.key] = delta.data
+            elif delta.kind == "job":
+                self._jobs[delta.key] = delta.data
             elif delta.kind in ("event", "log"):
                 self._lines.append(delta.data)
         self.dropped_lines += batch.dropped
@@ -107,11 +111,11 @@ class StoreWriter:
 
     async def _write(self) -> None:
         """Write what is pending. On failure it stays pending (newer states win) and StoreError is raised."""
-        if not (self._states or self._lines):
+        if not (self._states or self._lines or self._jobs):
             self._mark_saved(self._pending_seq)
             return
-        states, lines, seq = self._states, self._lines, self._pending_seq
-        self._states, self._lines = {}, []
+        states, lines, jobs, seq = self._states, self._lines, self._jobs, self._pending_seq
+        self._states, self._lines, self._jobs = {}, [], {}
         started = self._clock.monotonic()
         try:
             await self._store.write(
@@ -119,9 +123,11 @@ class StoreWriter:
                 states=states.values(),
                 events=[line for line in lines if isinstance(line, Event)],
                 logs=[line for line in lines if isinstance(line, LogLine)],
+                jobs=jobs.values(),
             )
         except StoreError:
             self._states = {**states, **self._states}
+            self._jobs = {**jobs, **self._jobs}
             self._lines = lines + self._lines
             raise
         self.last_write_seconds = self._clock.monotonic() - started

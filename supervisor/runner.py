@@ -20,6 +20,7 @@ from supervisor.clock import Clock, sleep
 from supervisor.config import KERNEL_FIELDS, DaemonConfig, WardenSettings
 from supervisor.daemon import Daemon, DaemonContext
 from supervisor.hub import StatusHub
+from supervisor.jobs import Job, JobManager
 from supervisor.models import Actor, DaemonState, DaemonStatus, Event, RestartPolicy
 
 logger = structlog.get_logger("warden.supervisor")
@@ -72,6 +73,7 @@ class DaemonRunner:
         hub: StatusHub,
         clock: Clock,
         rng: random.Random,
+        jobs: JobManager,
         initial: DaemonStatus | None = None,
     ) -> None:
         self.daemon_class = daemon_class
@@ -81,6 +83,7 @@ class DaemonRunner:
         self._hub = hub
         self._clock = clock
         self._rng = rng
+        self._jobs = jobs
         state = S.STOPPED if config.enabled else S.DISABLED
         base = initial or DaemonStatus(daemon_class.name, daemon_class.title)
         self.status = DaemonStatus(
@@ -252,7 +255,9 @@ class DaemonRunner:
         """One run of the daemon. Returns how it ended, or None when it was stopped on request."""
         self._transition(S.STARTING, actor)
         self.runs += 1
-        context = DaemonContext(self.name, self._clock, self._hub, self.settings, self.config.log_level, self)
+        context = DaemonContext(
+            self.name, self._clock, self._hub, self.settings, self.config.log_level, self, self._jobs
+        )
         self.context = context
         started = self._clock.monotonic()
         try:
@@ -271,6 +276,8 @@ class DaemonRunner:
             assert interrupt is not None
             self._transition(S.STOPPING, interrupt.actor, interrupt.message)
             await self._cancel(self.task, interrupt.actor)
+            if not interrupt.restart and not interrupt.hung and self.config.cancel_jobs_on_stop:
+                await self._jobs.cancel_for_daemon(self.name)
             if interrupt.hung:
                 return Outcome(True, interrupt.message, Actor.WATCHDOG)
             self._transition(S.STOPPED, interrupt.actor)
@@ -368,6 +375,13 @@ class DaemonRunner:
         status.progress = progress
         status.heartbeat_at = status.updated_at = self._clock.time()
         self._hub.set_status(status)
+
+    def report_job(self, job: Job) -> None:
+        """A job the daemon waits for changed: its card links to it and shows its progress."""
+        if self.context is None or self.context.closed:
+            return
+        self.context.heartbeat()
+        self._set(job_id=job.id, job_type=job.type, progress=job.progress, heartbeat_at=self._clock.time())
 
     def report_sleep(self, until: float | None, reason: str | None) -> None:
         if self.status.state is S.STARTING:

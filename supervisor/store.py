@@ -11,11 +11,14 @@ import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiosqlite
 
 from supervisor.models import Actor, DaemonState, DaemonStatus, Event, LogLine
+
+if TYPE_CHECKING:
+    from supervisor.jobs import Job
 
 MIGRATIONS: Sequence[str] = (
     """
@@ -65,6 +68,57 @@ MIGRATIONS: Sequence[str] = (
     );
     CREATE INDEX logs_by_daemon ON logs (daemon, at);
     """,
+    """
+    CREATE TABLE jobs (
+        id TEXT PRIMARY KEY,
+        type TEXT NOT NULL,
+        key TEXT NOT NULL,
+        daemon TEXT,
+        status TEXT NOT NULL,
+        progress REAL,
+        message TEXT NOT NULL,
+        items_done INTEGER,
+        items_total INTEGER,
+        result TEXT,
+        error TEXT,
+        traceback TEXT,
+        attempt INTEGER NOT NULL,
+        max_attempts INTEGER NOT NULL,
+        external_id TEXT,
+        created_at REAL NOT NULL,
+        started_at REAL,
+        finished_at REAL,
+        updated_at REAL NOT NULL
+    );
+    -- Single-flight: at most one active job per type and key, whoever writes the database.
+    CREATE UNIQUE INDEX jobs_one_active ON jobs (type, key) WHERE status IN ('pending', 'running', 'cancelling');
+    CREATE INDEX jobs_by_created ON jobs (created_at);
+    """,
+)
+_JOB_COLUMNS = (
+    "id",
+    "type",
+    "key",
+    "daemon",
+    "status",
+    "progress",
+    "message",
+    "items_done",
+    "items_total",
+    "result",
+    "error",
+    "traceback",
+    "attempt",
+    "max_attempts",
+    "external_id",
+    "created_at",
+    "started_at",
+    "finished_at",
+    "updated_at",
+)
+_UPSERT_JOB = (
+    f"INSERT INTO jobs ({', '.join(_JOB_COLUMNS)}) VALUES ({', '.join('?' * len(_JOB_COLUMNS))}) "
+    "ON CONFLICT (id) DO UPDATE SET " + ", ".join(f"{c} = excluded.{c}" for c in _JOB_COLUMNS[1:])
 )
 
 _STATE_COLUMNS = tuple(DaemonStatus.__dataclass_fields__)
@@ -78,6 +132,10 @@ _UPSERT_STATE = (
 
 class StoreError(Exception):
     """A database operation failed (disk full, locked beyond busy_timeout, file gone...)."""
+
+
+class DuplicateJob(StoreError):
+    """An active job with this type and key is already in the database."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +163,7 @@ class Retention:
     log_max_rows: int
     event_max_age: float
     event_max_rows: int
+    job_max_age: float
 
 
 class Store:
@@ -155,6 +214,7 @@ class Store:
         states: Iterable[DaemonStatus] = (),
         events: Iterable[Event] = (),
         logs: Iterable[LogLine] = (),
+        jobs: Iterable[Job] = (),
     ) -> None:
         """Write one batch as a single transaction, or raise StoreError and write nothing."""
         state_rows = [(*(getattr(s, c) for c in _STATE_COLUMNS), boot_id) for s in states]
@@ -162,10 +222,12 @@ class Store:
         log_rows = [
             (line.at, line.daemon, line.level, line.message, json.dumps(line.fields, default=str)) for line in logs
         ]
+        job_rows = [_job_row(job) for job in jobs]
         try:
             await self._db.execute("BEGIN IMMEDIATE")
             try:
                 await self._db.executemany(_UPSERT_STATE, state_rows)
+                await self._db.executemany(_UPSERT_JOB, job_rows)
                 await self._db.executemany(
                     "INSERT INTO events (at, daemon, kind, actor, from_state, to_state, message, boot_id) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -180,6 +242,48 @@ class Store:
                 raise
         except sqlite3.Error as error:
             raise StoreError(str(error)) from error
+
+    async def insert_job(self, job: Job) -> None:
+        """Record a new job at once (not batched): the unique index decides single-flight."""
+        try:
+            await self._db.execute(
+                f"INSERT INTO jobs ({', '.join(_JOB_COLUMNS)}) VALUES ({', '.join('?' * len(_JOB_COLUMNS))})",
+                _job_row(job),
+            )
+        except sqlite3.IntegrityError as error:
+            raise DuplicateJob(f"an active {job.type} job for {job.key!r} exists") from error
+        except sqlite3.Error as error:
+            raise StoreError(str(error)) from error
+
+    async def interrupt_jobs(self, at: float, reason: str) -> int:
+        """After a crash: jobs left active fail with `reason`. Returns how many."""
+        return await self._execute(
+            "UPDATE jobs SET status = 'failed', error = ?, finished_at = ?, updated_at = ? "
+            "WHERE status IN ('pending', 'running', 'cancelling')",
+            (reason, at, at),
+        )
+
+    async def jobs(
+        self,
+        *,
+        status: str | None = None,
+        job_type: str | None = None,
+        daemon: str | None = None,
+        limit: int = 100,
+        before: float | None = None,
+    ) -> list[dict[str, Any]]:
+        """Newest first; `before` pages back from a creation time."""
+        where, parameters = _where(
+            ("status = ?", status), ("type = ?", job_type), ("daemon = ?", daemon), ("created_at < ?", before)
+        )
+        rows = await self._fetch(
+            f"SELECT {', '.join(_JOB_COLUMNS)} FROM jobs {where} ORDER BY created_at DESC LIMIT ?", (*parameters, limit)
+        )
+        return [_job_from_row(row) for row in rows]
+
+    async def job(self, job_id: str) -> dict[str, Any] | None:
+        rows = await self._fetch(f"SELECT {', '.join(_JOB_COLUMNS)} FROM jobs WHERE id = ?", (job_id,))
+        return _job_from_row(rows[0]) if rows else None
 
     async def begin_boot(self, boot_id: str, at: float, pid: int) -> None:
         await self._execute("INSERT INTO boots (id, started_at, pid) VALUES (?, ?, ?)", (boot_id, at, pid))
@@ -199,6 +303,9 @@ class Store:
                 f"DELETE FROM {table} WHERE id <= (SELECT id FROM {table} ORDER BY id DESC LIMIT 1 OFFSET ?)",
                 (max_rows,),
             )
+        removed += await self._execute(
+            "DELETE FROM jobs WHERE finished_at IS NOT NULL AND finished_at < ?", (now - retention.job_max_age,)
+        )
         return removed
 
     async def _execute(self, sql: str, parameters: Sequence[Any]) -> int:
@@ -268,6 +375,18 @@ def _where(*conditions: tuple[Any, ...]) -> tuple[str, list[Any]]:
         clauses.append(sql)
         parameters.extend(values)
     return ("WHERE " + " AND ".join(clauses) if clauses else ""), parameters
+
+
+def _job_row(job: Job) -> tuple[Any, ...]:
+    values = {column: getattr(job, column) for column in _JOB_COLUMNS}
+    values["result"] = None if job.result is None else json.dumps(job.result, default=str)
+    return tuple(values.values())
+
+
+def _job_from_row(row: Sequence[Any]) -> dict[str, Any]:
+    values = dict(zip(_JOB_COLUMNS, row, strict=True))
+    values["result"] = None if values["result"] is None else json.loads(values["result"])
+    return values
 
 
 def _status_from_row(row: Sequence[Any]) -> DaemonStatus:

@@ -13,6 +13,7 @@ from supervisor.clock import Clock, sleep
 from supervisor.config import WardenSettings
 from supervisor.daemon import Daemon
 from supervisor.hub import StatusHub
+from supervisor.jobs import JobManager
 from supervisor.looplag import LoopLagMonitor
 from supervisor.models import Actor, DaemonStatus, Event
 from supervisor.runner import DaemonRunner
@@ -40,6 +41,7 @@ class Supervisor:
         settings: WardenSettings,
         hub: StatusHub,
         clock: Clock,
+        jobs: JobManager,
         *,
         rng: random.Random | None = None,
         previous: dict[str, DaemonStatus] | None = None,
@@ -49,8 +51,9 @@ class Supervisor:
         self._clock = clock
         rng = rng or random.Random()
         previous = previous or {}
+        self.jobs = jobs
         self.runners = {
-            name: DaemonRunner(cls, settings.daemon_config(name), settings, hub, clock, rng, previous.get(name))
+            name: DaemonRunner(cls, settings.daemon_config(name), settings, hub, clock, rng, jobs, previous.get(name))
             for name, cls in sorted(daemons.items())
         }
 

@@ -13,6 +13,7 @@ from supervisor.clock import Clock, SystemClock
 from supervisor.config import WardenSettings, settings_model
 from supervisor.daemon import Daemon
 from supervisor.hub import Batch, StatusHub
+from supervisor.jobs import JobManager
 from supervisor.models import DaemonState, Event
 from supervisor.persist import StoreWriter
 from supervisor.store import Store
@@ -83,8 +84,9 @@ async def running_kernel(
     hub = StatusHub()
     store = await Store.open(tmp_path / "warden.db", busy_timeout_ms=busy_timeout_ms)
     writer = StoreWriter(hub, store, clock, "test-boot")
+    jobs = JobManager(hub, store, clock, rng=rng or MidpointRandom())
     supervisor = Supervisor(
-        {cls.name: cls for cls in daemon_classes}, settings, hub, clock, rng=rng or MidpointRandom()
+        {cls.name: cls for cls in daemon_classes}, settings, hub, clock, jobs, rng=rng or MidpointRandom()
     )
     kernel = Kernel(hub, store, writer, supervisor, clock)
     started = asyncio.Event()

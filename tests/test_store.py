@@ -67,7 +67,7 @@ async def test_retention_removes_old_rows_and_caps_the_count(tmp_path):
         lines = [LogLine("a", "info", f"line {n}", float(n)) for n in range(100)]
         events = [Event("a", "transition", Actor.USER, float(n)) for n in range(100)]
         await store.write("b", [], events, lines)
-        removed = await store.prune(now=100.0, retention=Retention(50, 30, 1000, 10))
+        removed = await store.prune(now=100.0, retention=Retention(50, 30, 1000, 10, 1000))
         logs = await store.logs("a", limit=1000)
         # log lines: older than 50 s go (n < 50), then only the newest 30 stay
         assert [stored.line.message for stored in reversed(logs)] == [f"line {n}" for n in range(70, 100)]
