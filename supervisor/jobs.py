@@ -14,7 +14,8 @@ import enum
 import random
 import traceback
 import uuid
-from collections.abc import Awaitable, Callable
+from collections import deque
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -22,7 +23,7 @@ import structlog
 
 from supervisor.clock import Clock, sleep
 from supervisor.hub import StatusHub
-from supervisor.store import DuplicateJob, Store
+from supervisor.store import DuplicateJob, Store, StoreError
 
 logger = structlog.get_logger("warden.jobs")
 
@@ -37,6 +38,8 @@ class JobStatus(enum.StrEnum):
 
 
 ACTIVE = frozenset({JobStatus.PENDING, JobStatus.RUNNING, JobStatus.CANCELLING})
+#: Ended jobs kept in memory (for waiters and quick lookups); the database keeps them all.
+KEEP_ENDED = 1000
 
 
 @dataclass(slots=True)
@@ -58,6 +61,7 @@ class Job:
     attempt: int = 0
     max_attempts: int = 1
     external_id: str | None = None
+    retry_at: float | None = None  # when the next attempt starts, after a transient failure
     created_at: float = 0.0
     started_at: float | None = None
     finished_at: float | None = None
@@ -134,6 +138,8 @@ class _Running:
     cancel_requested: bool = False
     stop_external: Callable[[], Awaitable[None]] | None = None
     listeners: list[Callable[[Job], None]] = field(default_factory=list)
+    recorded: asyncio.Event = field(default_factory=asyncio.Event)  # the row is in the database (or failed)
+    failure: BaseException | None = None
 
 
 class JobManager:
@@ -160,6 +166,7 @@ class JobManager:
         self._by_id: dict[str, _Running] = {}
         self._backoff = (backoff_initial, backoff_max)
         self._tasks: set[asyncio.Task[None]] = set()
+        self._ended: deque[str] = deque()
 
     # -- launching -----------------------------------------------------------------------
 
@@ -169,7 +176,7 @@ class JobManager:
         """Start a local job, or return the active one with this type and key (single-flight)."""
         running = await self._register(job_type, key, daemon, max_attempts, None)
         if running.task is None and running.job.status is JobStatus.PENDING and not running.done.is_set():
-            running.task = self._spawn(self._execute(running, func), running.job)
+            running.task = self._spawn(self._execute(running, func), running)
         return running.job
 
     async def watch_external(
@@ -188,7 +195,7 @@ class JobManager:
         running = await self._register(job_type, key, daemon, 1, external_id)
         if running.task is None and not running.done.is_set():
             running.stop_external = stop
-            running.task = self._spawn(self._follow(running, poll, interval, stop_timeout), running.job)
+            running.task = self._spawn(self._follow(running, poll, interval, stop_timeout), running)
         return running.job
 
     async def wait(self, job: Job) -> Job:
@@ -247,6 +254,9 @@ class JobManager:
     ) -> _Running:
         existing = self._active.get((job_type, key))
         if existing is not None:
+            await existing.recorded.wait()
+            if existing.failure is not None:
+                raise existing.failure
             return existing
         now = self._clock.time()
         job = Job(
@@ -259,26 +269,48 @@ class JobManager:
             created_at=now,
             updated_at=now,
         )
+        # Reserve the key before awaiting the database, so concurrent launches here join this one.
+        running = self._active[(job_type, key)] = self._by_id[job.id] = _Running(job)
         try:
-            await self._store.insert_job(job)
-        except DuplicateJob:
-            # Another launch got there first (this process) or a row is still active in the database.
-            existing = self._active.get((job_type, key))
-            if existing is not None:
-                return existing
+            await self._insert(job)
+        except BaseException as error:
+            del self._active[(job_type, key)], self._by_id[job.id]
+            running.failure = error if isinstance(error, StoreError) else StoreError("the launch was cancelled")
             raise
-        running = _Running(job)
-        self._active[(job_type, key)] = running
-        self._by_id[job.id] = running
+        finally:
+            running.recorded.set()
         self.publish(job)
         return running
 
-    def _spawn(self, work: Awaitable[None], job: Job) -> asyncio.Task[None]:
-        task = asyncio.ensure_future(work)
-        task.set_name(f"job:{job.type}:{job.id}")
+    async def _insert(self, job: Job) -> None:
+        """Record a new job; the unique index guarantees no other writer has an active twin."""
+        try:
+            await self._store.insert_job(job)
+        except DuplicateJob:
+            # A twin that ended here may not be written yet (writes are batched): save it, then retry.
+            ended = [
+                r.job
+                for r in self._by_id.values()
+                if (r.job.type, r.job.key) == (job.type, job.key) and r.job.status not in ACTIVE
+            ]
+            if not ended:
+                raise
+            await self._store.save_jobs(ended)
+            await self._store.insert_job(job)
+
+    def _spawn(self, work: Coroutine[Any, Any, None], running: _Running) -> asyncio.Task[None]:
+        task = asyncio.create_task(work, name=f"job:{running.job.type}:{running.job.id}")
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(lambda done: self._settle(running, done))
         return task
+
+    def _settle(self, running: _Running, task: asyncio.Task[None]) -> None:
+        """A job task ended: its job must have ended too (a task cancelled before it ever ran has not)."""
+        self._tasks.discard(task)
+        if task.cancelled():
+            self._finish(running, JobStatus.CANCELLED)
+        elif task.exception() is not None:
+            self._finish(running, JobStatus.FAILED, error=task.exception())
 
     def _slot(self, job_type: str) -> asyncio.Semaphore:
         if job_type not in self._slots:
@@ -299,10 +331,10 @@ class JobManager:
                             self._finish(running, JobStatus.FAILED, error=error)
                             return
                         delay = self._retry_delay(job.attempt)
-                        self._set(
-                            job, message=f"attempt {job.attempt} failed ({_describe(error)}); retry in {delay:.1f} s"
-                        )
+                        message = f"attempt {job.attempt} failed ({_describe(error)}); retrying in {delay:.1f} s"
+                        self._set(job, message=message, retry_at=self._clock.time() + delay)
                         await sleep(self._clock, delay)
+                        job.retry_at = None
                     except Exception as error:
                         self._finish(running, JobStatus.FAILED, error=error)
                         return
@@ -393,6 +425,9 @@ class JobManager:
         self._set(job, **changes)
         self._active.pop((job.type, job.key), None)
         running.done.set()
+        self._ended.append(job.id)
+        if len(self._ended) > KEEP_ENDED:  # older ended jobs are read from the database
+            self._by_id.pop(self._ended.popleft(), None)
         logger.info("job ended", job=job.id, type=job.type, key=job.key, status=str(status))
 
     def _set(self, job: Job, **changes: Any) -> None:

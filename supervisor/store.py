@@ -85,6 +85,7 @@ MIGRATIONS: Sequence[str] = (
         attempt INTEGER NOT NULL,
         max_attempts INTEGER NOT NULL,
         external_id TEXT,
+        retry_at REAL,
         created_at REAL NOT NULL,
         started_at REAL,
         finished_at REAL,
@@ -252,6 +253,13 @@ class Store:
             )
         except sqlite3.IntegrityError as error:
             raise DuplicateJob(f"an active {job.type} job for {job.key!r} exists") from error
+        except sqlite3.Error as error:
+            raise StoreError(str(error)) from error
+
+    async def save_jobs(self, jobs: Iterable[Job]) -> None:
+        """Write jobs' current state at once, outside the batched writes."""
+        try:
+            await self._db.executemany(_UPSERT_JOB, [_job_row(job) for job in jobs])
         except sqlite3.Error as error:
             raise StoreError(str(error)) from error
 

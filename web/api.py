@@ -10,6 +10,7 @@ from aiohttp import web
 
 from supervisor.config import KERNEL_FIELDS
 from supervisor.configfile import MASK, ConfigConflict, ConfigError, ConfigIssue
+from supervisor.jobs import ACTIVE, JobManager, JobStatus
 from supervisor.models import Actor, DaemonState
 from supervisor.runner import DaemonDisabled, DaemonRunner
 from supervisor.store import Store
@@ -248,3 +249,55 @@ def _healthy(runner: DaemonRunner, now: float) -> bool:
     if runner.status.state is DaemonState.RUNNING and context is not None and not context.sleeping:
         return now - context.last_heartbeat <= runner.config.watchdog_timeout
     return True
+
+
+# -- jobs ------------------------------------------------------------------------------
+
+
+def _jobs(request: web.Request) -> JobManager:
+    jobs = request.app[WARDEN].jobs
+    if jobs is None:
+        raise error(web.HTTPServiceUnavailable, "Warden is starting")
+    return jobs
+
+
+async def list_jobs(request: web.Request) -> web.Response:
+    status = request.query.get("status") or None
+    if status is not None and status not in set(JobStatus):
+        raise error(web.HTTPBadRequest, f"status must be one of {', '.join(JobStatus)}")
+    rows = await _store(request).jobs(
+        status=status,
+        job_type=request.query.get("type") or None,
+        daemon=request.query.get("daemon") or None,
+        limit=min(_number(request, "limit", int, 100), MAX_PAGE),
+        before=_number(request, "before", float),
+    )
+    # Active jobs are fresher in memory than in the database (which is written in batches).
+    live = {job.id: job.to_dict() for job in _jobs(request).active()}
+    return web.json_response({"jobs": [live.get(row["id"], row) for row in rows]})
+
+
+async def get_job(request: web.Request) -> web.Response:
+    job_id = request.match_info["id"]
+    job = _jobs(request).get(job_id)
+    if job is not None:
+        return web.json_response(job.to_dict())
+    row = await _store(request).job(job_id)
+    if row is None:
+        raise error(web.HTTPNotFound, f"no job {job_id!r}")
+    return web.json_response(row)
+
+
+async def cancel_job(request: web.Request) -> web.Response:
+    job_id = request.match_info["id"]
+    job = await _jobs(request).cancel(job_id)
+    if job is None:
+        row = await _store(request).job(job_id)
+        if row is None:
+            raise error(web.HTTPNotFound, f"no job {job_id!r}")
+        return web.json_response({"cancelled": False, "reason": f"the job already ended ({row['status']})", "job": row})
+    if job.status not in ACTIVE:
+        return web.json_response(
+            {"cancelled": False, "reason": f"the job already ended ({job.status})", "job": job.to_dict()}
+        )
+    return web.json_response({"cancelled": True, "job": job.to_dict()})

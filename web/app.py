@@ -55,6 +55,11 @@ def create_app(warden: Warden, access: Access) -> web.Application:
     add.add_get(f"{base}/api/daemons/{{name}}/logs", api.get_logs)
     add.add_get(f"{base}/api/daemons/{{name}}/logs/download", api.download_logs)
     add.add_get(f"{base}/api/events", api.get_events)
+    add.add_get(f"{base}/api/jobs", api.list_jobs)
+    add.add_get(f"{base}/api/jobs/{{id}}", api.get_job)
+    add.add_post(f"{base}/api/jobs/{{id}}/cancel", api.cancel_job)
+    add.add_get(f"{base}/jobs", page)  # the page's own views: it routes by path
+    add.add_get(f"{base}/jobs/{{id}}", page)
     add.add_get(f"{base}/api/health", api.health)
     add.add_get(f"{base}/metrics", metrics.metrics)
     add.add_get(f"{base}/ws", ws.websocket)

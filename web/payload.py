@@ -29,6 +29,8 @@ def wire(delta: Delta, supervisor: Supervisor) -> str:
         message: dict[str, Any]
         if delta.kind == "daemon":
             message = {"type": "daemon", "seq": delta.seq, "daemon": daemon(delta.data, supervisor)}
+        elif delta.kind == "job":
+            message = {"type": "job", "seq": delta.seq, "job": delta.data.to_dict()}
         elif delta.kind == "event":
             message = {"type": "event", "seq": delta.seq, "event": event(delta.data)}
         elif delta.kind == "system":
