@@ -84,6 +84,24 @@ PLUGIN_SOURCE = textwrap.dedent(
                 Path(self.config.marker).write_text(self.name)
 
 
+    class Importer(Daemon):
+        """Runs one endless job that reports progress all the time."""
+
+        name = "importer"
+        title = "Importer"
+
+        async def run(self):
+            async def work(context):
+                tick = 0
+                while True:
+                    tick += 1
+                    context.progress(progress=tick % 100, message=f"tick {tick}")
+                    await asyncio.sleep(0.005)
+
+            await self.update_status("importing")
+            await self.run_job("import", "all", work)
+
+
     class Stubborn(Daemon):
         name = "stubborn"
         title = "Stubborn"
@@ -97,7 +115,13 @@ PLUGIN_SOURCE = textwrap.dedent(
                     continue  # the misbehaviour under test
     '''
 )
-DAEMON_CLASSES = {"spin_a": "SpinA", "spin_b": "SpinB", "sleeper": "Sleeper", "stubborn": "Stubborn"}
+DAEMON_CLASSES = {
+    "spin_a": "SpinA",
+    "spin_b": "SpinB",
+    "sleeper": "Sleeper",
+    "stubborn": "Stubborn",
+    "importer": "Importer",
+}
 BUSY = ("spin_a", "spin_b", "sleeper")
 LIFECYCLE = [
     ("transition", "stopped", "starting", "auto-start"),
@@ -124,6 +148,7 @@ def install_plugin(tmp_path: Path, names: tuple[str, ...]) -> Path:
 
 def write_config(tmp_path: Path, daemons: dict[str, dict[str, Any]]) -> Path:
     config = {
+        "server": {"port": 0},  # any free port: the page is not under test here
         "paths": {"data_dir": str(tmp_path / "data")},
         "supervisor": {"watchdog_interval": 0.2, "shutdown_flush_timeout": 5},
         # The bundled daemon stays registered but idle, so only test daemons are active.
@@ -418,3 +443,39 @@ def test_check_config_rejects_an_invalid_file_naming_the_line(tmp_path: Path, te
     assert result.returncode == 1, result.stderr
     assert f"line {line}:" in result.stderr
     assert "Traceback" not in result.stderr, "an invalid file is reported, not crashed on"
+
+
+def jobs(db: Path) -> list[tuple[str, str, str | None]]:
+    """(id, status, error) of every job, oldest first."""
+    try:
+        return query(db, "SELECT id, status, error FROM jobs ORDER BY created_at")
+    except sqlite3.OperationalError:  # not created yet
+        return []
+
+
+def relaunched(db: Path) -> list[tuple[str, str, str | None]] | None:
+    """Both jobs, once the one after the restart runs."""
+    rows = jobs(db)
+    return rows if len(rows) == 2 and rows[1][1] == "running" else None
+
+
+def test_a_job_killed_with_warden_is_marked_interrupted_and_the_daemon_relaunches_it(tmp_path: Path) -> None:
+    install_plugin(tmp_path, ("importer",))
+    config = write_config(tmp_path, {"importer": {}})
+    db = tmp_path / "data" / "warden.db"
+    with running_warden(tmp_path, config, "first") as warden:
+        warden.wait_ready()
+        [(killed_job, _, _)] = wait_until(
+            lambda: [row for row in jobs(db) if row[1] == "running"] or None, "a running job on disk", warden
+        )
+        warden.process.kill()
+        assert warden.wait_exit(5) == -signal.SIGKILL
+    assert_intact(db)
+    assert jobs(db) == [(killed_job, "running", None)], "the killed process left its job running"
+    with running_warden(tmp_path, config, "second") as warden:
+        warden.wait_ready()
+        rows = wait_until(lambda: relaunched(db), "a new job", warden)
+        assert rows[0] == (killed_job, "failed", "interrupted: Warden stopped unexpectedly")
+        warden.send(signal.SIGTERM)
+        assert warden.wait_exit(STOP_TIMEOUT + 5) == 0
+    assert [status for _, status, _ in jobs(db)] == ["failed", "cancelled"], "shutdown cancelled the new job"
