@@ -18,7 +18,7 @@ from supervisor.app import Warden, load_config
 from supervisor.configfile import ConfigError
 from supervisor.plugins import discover
 from web.app import serve
-from web.auth import AccessError
+from web.auth import AccessError, check_address
 from web.client import Client, ClientError, follow_logs, format_log, status_table, watch
 
 DEFAULT_CONFIG = Path(os.environ.get("WARDEN_CONFIG", "config/warden.yaml"))
@@ -76,10 +76,12 @@ def _run(config_path: Path) -> int:
         print(error, file=sys.stderr)
         return 2
     try:
-        asyncio.run(_serve(Warden(config, registry, front=serve)))
+        # Checked before anything starts: raised by the front it would come wrapped in the kernel's task group.
+        check_address(config.settings)
     except AccessError as refused:
         print(f"warden: {refused}", file=sys.stderr)
         return 2
+    asyncio.run(_serve(Warden(config, registry, front=serve)))
     return 0
 
 

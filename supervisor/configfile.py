@@ -14,7 +14,7 @@ import io
 import os
 import tempfile
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, get_args
 
@@ -170,6 +170,15 @@ def _at(document: Any, path: tuple[str, ...]) -> tuple[CommentedMap | None, str]
     return (document if isinstance(document, CommentedMap) else None), path[-1]
 
 
+def _on_disk(document: CommentedMap, issue: ConfigIssue) -> ConfigIssue:
+    """`issue` with the line of its key in `document`, or no line when the key is not there (an edit adds it)."""
+    if issue.line is None:
+        return issue  # not about a line of the file (e.g. set by an environment variable)
+    loc = tuple(issue.path.split("."))
+    holder, key = _at(document, loc)
+    return replace(issue, line=_line_of(document, loc) if holder is not None and key in holder else None)
+
+
 def etag_of(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -262,7 +271,11 @@ class ConfigFile:
                     section.pop(key, None)
                 elif section.get(key) != value:
                     section[key] = value
-            return await self._accept(dump(document), "update")
+            try:
+                return await self._accept(dump(document), "update")
+            except ConfigError as invalid:
+                # The edited text was never written: name lines of the file as it is.
+                raise ConfigError(invalid.source, [_on_disk(self._document, i) for i in invalid.issues]) from None
 
     async def replace(self, text: str, expected_etag: str | None = None) -> WardenSettings:
         """Replace the whole file with `text` (validated first); `expected_etag` guards lost updates."""

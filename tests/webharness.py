@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
@@ -74,3 +76,51 @@ async def until(warden: Warden, predicate: Callable[[], bool], timeout: float = 
                 await subscription.get()
     finally:
         warden.hub.unsubscribe(subscription)
+
+
+@asynccontextmanager
+async def browser(warden: Warden) -> AsyncIterator[aiohttp.ClientSession]:
+    """A client with no bearer token that keeps cookies (also from an IP-address host, as a browser does)."""
+    assert warden.url is not None
+    async with aiohttp.ClientSession(base_url=warden.url, cookie_jar=aiohttp.CookieJar(unsafe=True)) as session:
+        yield session
+
+
+async def call(session: aiohttp.ClientSession, method: str, path: str, status: int = 200, **kwargs: Any) -> Any:
+    """One API request; asserts the status and returns the JSON body (every API error is JSON too)."""
+    async with session.request(method, path, **kwargs) as response:
+        body = await response.text()
+        assert response.status == status, body
+        assert response.content_type == "application/json", body
+        return json.loads(body)
+
+
+def daemon_of(warden: Warden, name: str) -> Daemon:
+    """The running instance of a daemon, to drive it from the test (update_status, log)."""
+    assert warden.supervisor is not None
+    daemon = warden.supervisor.runner(name).daemon
+    assert daemon is not None, f"{name} is not running"
+    return daemon
+
+
+async def saved(warden: Warden) -> None:
+    """Wait until every numbered change published so far is in the database (the API reads it from there)."""
+    assert warden.writer is not None
+    warden.hub.flush()
+    await asyncio.wait_for(warden.writer.wait_saved(warden.hub.seq), 5)
+
+
+async def metrics(session: aiohttp.ClientSession) -> dict[str, float]:
+    """GET /metrics as {'name{labels}': value}."""
+    async with session.get("metrics") as response:
+        assert response.status == 200
+        text = await response.text()
+    samples = (line.rsplit(" ", 1) for line in text.splitlines() if line and not line.startswith("#"))
+    return {name: float(value) for name, value in samples}
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 5.0, poll: float = 0.02) -> None:
+    """Re-run `check` until it returns True, for conditions nothing publishes (e.g. a counter in /metrics)."""
+    async with asyncio.timeout(timeout):
+        while not await check():  # noqa: ASYNC110 -- what it reads publishes no change to wait on
+            await asyncio.sleep(poll)

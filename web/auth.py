@@ -33,16 +33,22 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def load_access(settings: WardenSettings) -> tuple[Access, bool]:
-    """The token from settings, or the one kept in the data folder (made on first run).
-
-    Returns the access and whether the token was just generated.
-    """
+def check_address(settings: WardenSettings) -> None:
+    """Raise AccessError for an address other than loopback without a configured token."""
     server = settings.server
     if server.token is None and not is_loopback(server.host):
         raise AccessError(
             f"refusing to listen on {server.host} without a token: set WARDEN_SERVER__TOKEN (or server.host: 127.0.0.1)"
         )
+
+
+def load_access(settings: WardenSettings) -> tuple[Access, bool]:
+    """The token from settings, or the one kept in the data folder (made on first run).
+
+    Returns the access and whether the token was just generated.
+    """
+    check_address(settings)
+    server = settings.server
     generated = False
     if server.token is not None:
         token = server.token.get_secret_value()

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import weakref
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from supervisor.app import Warden
+
+if TYPE_CHECKING:
+    from web.ws import Connection
 
 
 @dataclass
@@ -28,5 +32,6 @@ class Access:
 
 WARDEN = web.AppKey("warden", Warden)
 ACCESS = web.AppKey("access", Access)
-SOCKETS = web.AppKey("sockets", weakref.WeakSet[web.WebSocketResponse])
+#: The live WebSocket connections (for /metrics, and to close them at shutdown).
+SOCKETS: web.AppKey[weakref.WeakSet[Connection]] = web.AppKey("sockets")
 LIVE_STATS = web.AppKey("live_stats", LiveStats)

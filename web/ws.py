@@ -3,7 +3,8 @@
 Only the handler task reads the socket; only the connection's writer task sends. The writer
 takes batches from the client's own bounded hub subscription, so a slow client falls behind
 alone (its states collapse, its lines are dropped with a `gap`), and a client whose send
-stays blocked for `SEND_TIMEOUT` is closed with 1013 so that it resyncs.
+stays blocked for `SEND_TIMEOUT` is closed with 1013 so that it resyncs. A client that does
+not take even the close frame within `CLOSE_TIMEOUT` is cut off, so nothing waits on it.
 """
 
 from __future__ import annotations
@@ -29,15 +30,17 @@ PROTOCOL = 1
 MAX_MESSAGE = 64 * 1024
 QUEUE_LINES = 500  # events and log lines held per client before it counts as behind
 SEND_TIMEOUT = 10.0
+CLOSE_TIMEOUT = 5.0
 HEARTBEAT = 20.0
 logger = structlog.get_logger("warden.web")
 
 
-@dataclass
+@dataclass(eq=False)  # hashable by identity: the app keeps its connections in a WeakSet
 class Connection:
     """One client: its socket, its subscription, and what its writer must send next."""
 
     socket: web.WebSocketResponse
+    transport: asyncio.Transport | None
     warden: Warden
     subscription: Subscription
     stats: LiveStats
@@ -78,7 +81,31 @@ class Connection:
         except TimeoutError:
             self.stats.closed_stuck_total += 1
             logger.warning("closing a client that stopped reading", peer=self.socket.get_extra_info("peername"))
-            await self.socket.close(code=WSCloseCode.TRY_AGAIN_LATER, message=b"too slow; reconnect and resume")
+            await self.close(WSCloseCode.TRY_AGAIN_LATER, b"too slow; reconnect and resume")
+        except ConnectionError:
+            pass  # the client is gone (or was cut off): the handler's read loop ends too
+
+    async def close(self, code: int, message: bytes) -> None:
+        """Close with `code`; a client that has not taken the close frame within CLOSE_TIMEOUT is cut off."""
+        task = asyncio.current_task()
+        try:
+            async with asyncio.timeout(CLOSE_TIMEOUT):
+                try:
+                    await self.socket.close(code=code, message=message)
+                    return
+                except asyncio.CancelledError:
+                    if task is not None and task.cancelling():
+                        raise  # cancelled for real, or the timeout
+                    # aiohttp's drain waiter is shared by the connection, and was cancelled with the send
+                    # that timed out: the frame is queued all the same. Once the client has read it the
+                    # connection closes and the handler cancels this wait.
+                    await asyncio.sleep(CLOSE_TIMEOUT)
+        except TimeoutError:
+            pass
+        # Neither aiohttp's close() nor closing the transport gives up on a client that reads nothing
+        # (the heartbeat is off by then): abort, dropping what it never read; its read loop then ends.
+        if self.transport is not None:
+            self.transport.abort()
 
     @property
     def _supervisor(self) -> Any:
@@ -87,14 +114,17 @@ class Connection:
     async def _resync(self, seq: int, boot: str) -> None:
         hub = self.warden.hub
         hub.flush()  # number everything pending, so the snapshot and the stream meet exactly
+        current = hub.seq  # what is published while this sends comes after: it must not be skipped
         missed = hub.since(seq) if seq >= 0 and boot == self.warden.boot_id else None
         if missed is None:
             daemons = [payload.daemon(status, self._supervisor) for status in hub.states.values()]
-            await self._send({"type": "snapshot", "seq": hub.seq, "daemons": daemons, "system": hub.system})
+            jobs = [job.to_dict() for job in self.warden.jobs.active()] if self.warden.jobs else []
+            snapshot = {"type": "snapshot", "seq": current, "daemons": daemons, "jobs": jobs, "system": hub.system}
+            await self._send(snapshot)
         else:
             for delta in missed:
                 await self._send_text(payload.wire(delta, self._supervisor))
-        self.last_seq = hub.seq
+        self.last_seq = current
 
     async def _send(self, message: dict[str, Any]) -> None:
         await self._send_text(json.dumps(message))
@@ -141,10 +171,10 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     await socket.prepare(request)
     stats = request.app[LIVE_STATS]
     stats.connections_total += 1
-    request.app[SOCKETS].add(socket)
     subscription = warden.hub.subscribe(max_lines=QUEUE_LINES, log_filter=frozenset())
-    connection = Connection(socket, warden, subscription, stats)
+    connection = Connection(socket, request.transport, warden, subscription, stats)
     connection.resync = _resume_from(request.query)
+    request.app[SOCKETS].add(connection)
     writer = asyncio.create_task(connection.write(), name="ws-writer")
     try:
         async for message in socket:
@@ -157,7 +187,7 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
         writer.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await writer
-        request.app[SOCKETS].discard(socket)
+        request.app[SOCKETS].discard(connection)
     return socket
 
 
@@ -169,7 +199,6 @@ def _resume_from(query: Any) -> tuple[int, str]:
 
 
 async def close_all(app: web.Application) -> None:
-    """On shutdown: every client is told the server is going away (1001)."""
-    sockets: weakref.WeakSet[web.WebSocketResponse] = app[SOCKETS]
-    for socket in list(sockets):
-        await socket.close(code=WSCloseCode.GOING_AWAY, message=b"Warden is shutting down")
+    """On shutdown: every client is told the server is going away (1001), all at once."""
+    connections: weakref.WeakSet[Connection] = app[SOCKETS]
+    await asyncio.gather(*(c.close(WSCloseCode.GOING_AWAY, b"Warden is shutting down") for c in list(connections)))

@@ -2,7 +2,7 @@
 
 import { noteServerDate } from "./time.js";
 
-// The page is served at <base>/, so "." of its own URL is the base of every API path.
+// index.html sets the document's base to <base>/ in every view, so "." is the base of every API path.
 export const base = new URL(".", document.baseURI);
 
 export function url(path) {
