@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -529,3 +530,38 @@ async def test_base_path_serves_everything_under_the_prefix(tmp_path):
             async with bare.get("/warden/login", params={"token": TOKEN}, allow_redirects=False) as login:
                 assert login.headers["Location"] == "/warden/"
                 assert login.cookies["warden_session"]["path"] == "/warden"
+
+
+# -- jobs ------------------------------------------------------------------------------------
+
+
+async def test_jobs_list_get_and_cancel(tmp_path):
+    async with running_warden(tmp_path, [Worker]) as warden, api_session(warden) as session:
+        gate = asyncio.Event()
+
+        async def waits(context):
+            context.progress(10, "waiting for the gate")
+            await gate.wait()
+            return {"imported": 3}
+
+        async def quick(context):
+            return {"imported": 3}
+
+        done = await warden.jobs.launch("import", "finished", quick, daemon="worker")
+        await warden.jobs.wait(done)
+        active = await warden.jobs.launch("import", "active", waits)
+        await saved(warden)
+        listed = await call(session, "GET", "api/jobs?type=import")
+        assert {j["key"]: j["status"] for j in listed["jobs"]} == {"finished": "completed", "active": "running"}
+        assert [j["key"] for j in (await call(session, "GET", "api/jobs?daemon=worker"))["jobs"]] == ["finished"]
+        assert [j["key"] for j in (await call(session, "GET", "api/jobs?status=running"))["jobs"]] == ["active"]
+        await call(session, "GET", "api/jobs?status=bogus", status=400)
+        assert (await call(session, "GET", f"api/jobs/{done.id}"))["result"] == {"imported": 3}
+        await call(session, "GET", "api/jobs/nope", status=404)
+        answer = await call(session, "POST", f"api/jobs/{active.id}/cancel")
+        assert answer["cancelled"] is True
+        await warden.jobs.wait(active)
+        answer = await call(session, "POST", f"api/jobs/{done.id}/cancel")
+        assert answer == {"cancelled": False, "reason": "the job already ended (completed)", "job": answer["job"]}
+        await call(session, "POST", "api/jobs/nope/cancel", status=404)
+        assert (await call(session, "GET", f"api/jobs/{active.id}"))["status"] == "cancelled"

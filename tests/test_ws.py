@@ -443,3 +443,37 @@ async def test_shutdown_shows_the_daemons_stopping_then_closes_with_1001(tmp_pat
         assert client.close_code == 1001
         assert ("running", "stopping", "shutdown") in transitions(messages), "the page saw the daemons stop"
         assert [m["daemon"]["state"] for m in messages if m["type"] == "daemon"][-2:] == ["stopped", "stopped"]
+
+
+# -- jobs ------------------------------------------------------------------------------------
+
+
+async def test_job_progress_reaches_a_client_in_order(tmp_path):
+    async with warden_and_api(tmp_path) as (warden, session):
+        step = asyncio.Event()
+
+        async def work(context):
+            for n in range(1, 6):
+                context.progress(done=n, total=5, message=f"item {n} of 5")
+                warden.hub.flush()  # each report its own numbered change
+                await step.wait()
+                step.clear()
+            return "imported 5"
+
+        job = await warden.jobs.launch("import", "all", work)
+        async with live(session) as client:
+            _, snapshot = await opening(client)
+            assert [j["id"] for j in snapshot["jobs"]] == [job.id], "active jobs are part of the snapshot"
+            received = []
+            for expected in (40.0, 60.0, 80.0, 100.0):
+                step.set()
+                received += await read_until(
+                    client, lambda m, p=expected: m["type"] == "job" and m["job"]["progress"] == p
+                )
+            step.set()
+            received += await read_until(client, lambda m: m["type"] == "job" and m["job"]["status"] == "completed")
+        jobs = [m for m in received if m["type"] == "job"]
+        assert [m["job"]["items_done"] for m in jobs] == [2, 3, 4, 5, 5]
+        assert seqs(jobs) == sorted(seqs(jobs)) and jobs[-1]["job"]["result"] == "imported 5"
+        async with session.get(f"api/jobs/{job.id}") as reply:
+            assert (await reply.json())["status"] == "completed"
