@@ -10,7 +10,6 @@ export class JobRow {
   // answered(job): a state from the answer to a cancel request.
   constructor(job, answered) {
     const part = (tag, testid, className) => h(tag, { testid, class: className });
-    this.id = job.id;
     this.type = h("span", { class: "job-type" });
     this.key = h("span", { class: "job-key" });
     this.link = h("a", { class: "job-title", testid: "job-open", href: `jobs/${encodeURIComponent(job.id)}` }, this.type, " ", this.key);
@@ -25,7 +24,7 @@ export class JobRow {
     this.message = part("p", "job-message", "status");
     this.error = part("p", "job-error", "last-error");
     this.cancel = new CancelButton(answered);
-    this.element = h("li", { class: "job-row", testid: `job-${job.id}` },
+    this.element = h("li", { class: "job-row", testid: `job-${job.id}`, "data-job": job.id },
       h("div", { class: "job-row-head" }, this.link, this.badge),
       h("p", { class: "facts" }, this.daemon, this.attempt, this.retry, this.elapsed, this.duration, this.finished),
       this.progress.element,
