@@ -199,7 +199,3 @@ class StatusHub:
     def unsubscribe(self, subscription: Subscription) -> None:
         self._subscriptions.discard(subscription)
         subscription.close()
-
-    @property
-    def subscriber_count(self) -> int:
-        return len(self._subscriptions)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 
 import structlog
 
@@ -24,14 +23,6 @@ logger = structlog.get_logger("warden.supervisor")
 class UnknownDaemon(KeyError):
     def __str__(self) -> str:
         return f"no daemon named {self.args[0]!r}"
-
-
-@dataclass(frozen=True, slots=True)
-class Statistics:
-    daemons: int
-    by_state: dict[str, int]
-    restarts: int
-    status_updates: int
 
 
 class Supervisor:
@@ -144,14 +135,3 @@ class Supervisor:
         for runner in stuck:
             runner.abandon()
         return [runner.name for runner in stuck]
-
-    def statistics(self) -> Statistics:
-        by_state: dict[str, int] = {}
-        for runner in self.runners.values():
-            by_state[runner.status.state] = by_state.get(runner.status.state, 0) + 1
-        return Statistics(
-            daemons=len(self.runners),
-            by_state=by_state,
-            restarts=sum(r.status.restarts for r in self.runners.values()),
-            status_updates=self._hub.published,
-        )
