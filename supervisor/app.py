@@ -98,9 +98,12 @@ class Warden:
             self.config.on_status(lambda status: self.hub.set_system("config", status))
             await self._serve(store, writer, supervisor, stop)
             leftovers = supervisor.abandon_stuck()
-            await writer.flush(settings.supervisor.shutdown_flush_timeout)
-            await store.end_boot(self.boot_id, self.clock.time())
+            if await writer.flush(settings.supervisor.shutdown_flush_timeout):
+                await store.end_boot(self.boot_id, self.clock.time())
         finally:
+            if self.writer is not None:
+                # Also when starting failed: no write may still be running on the connection we close.
+                await self.writer.flush(settings.supervisor.shutdown_flush_timeout)
             await store.close()
         logger.info("Warden stopped", boot=self.boot_id)
         return leftovers

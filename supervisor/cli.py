@@ -17,6 +17,7 @@ from supervisor import logs
 from supervisor.app import Warden, load_config
 from supervisor.configfile import ConfigError
 from supervisor.plugins import discover
+from supervisor.store import StoreError
 from web.app import serve
 from web.auth import AccessError, check_address
 from web.client import Client, ClientError, follow_logs, format_log, status_table, watch
@@ -81,8 +82,26 @@ def _run(config_path: Path) -> int:
     except AccessError as refused:
         print(f"warden: {refused}", file=sys.stderr)
         return 2
-    asyncio.run(_serve(Warden(config, registry, front=serve)))
+    try:
+        asyncio.run(_serve(Warden(config, registry, front=serve)))
+    except Exception as error:
+        cause = _unwrap(error)
+        if isinstance(cause, StoreError):
+            print(f"warden: {cause}", file=sys.stderr)
+        elif isinstance(cause, OSError):
+            server = config.settings.server
+            print(f"warden: cannot listen on {server.host}:{server.port}: {cause.strerror or cause}", file=sys.stderr)
+        else:
+            raise
+        return 2
     return 0
+
+
+def _unwrap(error: BaseException) -> BaseException:
+    """The one error inside task-group wrappers (a failed start comes wrapped)."""
+    while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
+        error = error.exceptions[0]
+    return error
 
 
 async def _serve(warden: Warden) -> None:

@@ -6,7 +6,9 @@ Writers call `write` with a whole batch, which becomes one transaction.
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -168,27 +170,36 @@ class Retention:
 
 
 class Store:
-    def __init__(self, connection: aiosqlite.Connection, path: Path) -> None:
+    def __init__(self, connection: aiosqlite.Connection, path: Path, lock: int) -> None:
         self._db = connection
         self.path = path
+        self._lock = lock
 
     @classmethod
     async def open(cls, path: Path, *, busy_timeout_ms: int = 5000) -> Store:
         path.parent.mkdir(parents=True, exist_ok=True)
-        connection = await aiosqlite.connect(path, isolation_level=None)
-        store = cls(connection, path)
+        lock = _lock_exclusively(path.with_name(path.name + ".lock"))
+        try:
+            connection = await aiosqlite.connect(path, isolation_level=None)
+        except BaseException:
+            os.close(lock)
+            raise
+        store = cls(connection, path, lock)
         try:
             await connection.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
             await connection.execute("PRAGMA journal_mode = WAL")
             await connection.execute("PRAGMA synchronous = NORMAL")
             await store._migrate()
         except BaseException:
-            await connection.close()
+            await store.close()
             raise
         return store
 
     async def close(self) -> None:
-        await self._db.close()
+        try:
+            await self._db.close()
+        finally:
+            os.close(self._lock)  # the lock goes with it (and with the process, however it ends)
 
     async def _migrate(self) -> None:
         async with self._db.execute("PRAGMA user_version") as cursor:
@@ -372,6 +383,20 @@ class Store:
                 return list(await cursor.fetchall())
         except sqlite3.Error as error:
             raise StoreError(str(error)) from error
+
+
+def _lock_exclusively(path: Path) -> int:
+    """One Warden per database: a second one would take the first one's running daemons for crashed."""
+    descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(descriptor, 32, 0).decode(errors="replace").strip() or "unknown"
+        os.close(descriptor)
+        raise StoreError(f"{path.with_suffix('')} is in use by another Warden (pid {holder})") from None
+    os.ftruncate(descriptor, 0)
+    os.pwrite(descriptor, str(os.getpid()).encode(), 0)
+    return descriptor
 
 
 def _where(*conditions: tuple[Any, ...]) -> tuple[str, list[Any]]:

@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -479,3 +480,42 @@ def test_a_job_killed_with_warden_is_marked_interrupted_and_the_daemon_relaunche
         warden.send(signal.SIGTERM)
         assert warden.wait_exit(STOP_TIMEOUT + 5) == 0
     assert [status for _, status, _ in jobs(db)] == ["failed", "cancelled"], "shutdown cancelled the new job"
+
+
+def test_a_second_warden_on_the_same_database_or_port_is_refused_and_changes_nothing(tmp_path: Path) -> None:
+    config = busy_setup(tmp_path)
+    db = tmp_path / "data" / "warden.db"
+    with running_warden(tmp_path, config, "first") as first:
+        boot = first.wait_ready()
+        wait_running(first, db, boot)
+        second = subprocess.run(
+            warden_command("run", "--config", str(config)),
+            cwd=tmp_path,
+            env=child_env(tmp_path),
+            capture_output=True,
+            text=True,
+            timeout=STARTUP_TIMEOUT,
+            check=False,
+        )
+        assert second.returncode == 2 and "is in use by another Warden" in second.stderr, second.stderr
+        assert query(db, "SELECT count(*) FROM events WHERE kind = 'interrupted'") == [(0,)], "nothing was touched"
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            port = taken.getsockname()[1]
+            other = json.loads(config.read_text())
+            other["server"]["port"], other["paths"]["data_dir"] = port, str(tmp_path / "other-data")
+            (tmp_path / "other.yaml").write_text(json.dumps(other))
+            third = subprocess.run(
+                warden_command("run", "--config", str(tmp_path / "other.yaml")),
+                cwd=tmp_path,
+                env=child_env(tmp_path),
+                capture_output=True,
+                text=True,
+                timeout=STARTUP_TIMEOUT,
+                check=False,
+            )
+        assert third.returncode == 2 and f"cannot listen on 127.0.0.1:{port}" in third.stderr, third.stderr
+        assert "Traceback" not in second.stderr + third.stderr
+        first.send(signal.SIGTERM)
+        assert first.wait_exit(STOP_TIMEOUT + 5) == 0

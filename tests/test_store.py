@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 
 import pytest
@@ -93,3 +94,14 @@ async def test_log_queries_filter_by_level_time_text_and_page_by_id(tmp_path):
         assert [s.line.at for s in newest + older] == [float(n) for n in range(39, 29, -1)]
     finally:
         await store.close()
+
+
+async def test_one_warden_per_database(tmp_path):
+    first = await Store.open(tmp_path / "w.db")
+    try:
+        with pytest.raises(StoreError, match=rf"in use by another Warden \(pid {os.getpid()}\)"):
+            await Store.open(tmp_path / "w.db")
+    finally:
+        await first.close()
+    second = await Store.open(tmp_path / "w.db")  # free again once the first is closed
+    await second.close()
