@@ -5,6 +5,7 @@ Each test leaves a screenshot in tests/artifacts/ for a person to look at.
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -13,6 +14,7 @@ import pytest
 from playwright.async_api import Browser, Page, async_playwright, expect
 
 from supervisor.daemon import Daemon
+from supervisor.jobs import JobContext, JobStatus
 from supervisor.models import DaemonState
 from tests.daemons_for_tests import Worker
 from tests.webharness import TOKEN, config_text, running_warden, until
@@ -159,3 +161,54 @@ async def test_connection_indicator_follows_a_server_restart(browser, tmp_path):
         # A new boot: the page shows the new state (not auto-started this time), not the old one.
         await expect(card(page, "worker").get_by_test_id("state-badge")).to_have_text("stopped")
         await screenshot(page, "live-again")
+
+
+class Importer(Daemon):
+    """Runs a job of 4 steps; the test lets each step through."""
+
+    name = "importer"
+    title = "Importer"
+    step: asyncio.Event
+
+    async def run(self) -> None:
+        async def work(job: JobContext) -> int:
+            for n in range(1, 5):
+                job.progress(done=n, total=4, message=f"importing item {n} of 4")
+                await type(self).step.wait()
+                type(self).step.clear()
+            return 4
+
+        await self.update_status("Importing 4 items")
+        await self.run_job("import", "library", work)
+        await self.update_status("Imported 4 items")
+        await self.sleep(3600, "next import")
+
+
+async def test_a_jobs_progress_moves_on_the_card_and_the_job_can_be_cancelled(browser, tmp_path):
+    Importer.step = asyncio.Event()
+    async with running_warden(tmp_path, [Importer]) as warden:
+        page = await open_page(browser, warden.url)
+        bar = card(page, "importer").get_by_test_id("progress")
+        await expect(bar).to_have_attribute("aria-valuenow", "25")
+        Importer.step.set()
+        await expect(bar).to_have_attribute("aria-valuenow", "50")
+        await screenshot(page, "job-progress-card")
+        await card(page, "importer").get_by_test_id("job-link").click()
+        detail = page.get_by_test_id("job-detail")
+        await expect(detail).to_contain_text("importing item 2 of 4")
+        Importer.step.set()
+        await expect(detail.get_by_test_id("job-progress")).to_have_attribute("aria-valuenow", "75")
+        await screenshot(page, "job-detail")
+        await page.get_by_test_id("open-jobs").click()
+        job = warden.jobs.active()[0]
+        row = page.get_by_test_id("jobs-active").get_by_test_id(f"job-{job.id}")
+        await expect(row.get_by_test_id("job-progress")).to_have_attribute("aria-valuenow", "75")
+        page.once("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
+        await row.get_by_test_id("job-cancel").click()
+        recent = page.get_by_test_id("jobs-recent").get_by_test_id(f"job-{job.id}")
+        await expect(recent.get_by_test_id("job-status")).to_have_text("cancelled")
+        assert job.status is JobStatus.CANCELLED
+        await screenshot(page, "jobs-page")
+        await page.goto(f"{warden.url}jobs/{job.id}")  # a full load of a job's own address works too
+        await expect(page.get_by_test_id("job-detail").get_by_test_id("job-status")).to_have_text("cancelled")
+        await expect(page.get_by_test_id("connection")).to_have_attribute("data-state", "live")

@@ -29,7 +29,7 @@ def create_app(warden: Warden, access: Access) -> web.Application:
     app[SOCKETS] = weakref.WeakSet()
     app[LIVE_STATS] = LiveStats()
     base = access.base_path
-    index = _versioned_index()
+    index = _versioned_index(base)
 
     async def page(_: web.Request) -> web.Response:
         return web.Response(text=index, content_type="text/html", headers={"Cache-Control": "no-cache"})
@@ -69,14 +69,17 @@ def create_app(warden: Warden, access: Access) -> web.Application:
     return app
 
 
-def _versioned_index() -> str:
-    """index.html with ?v=<hash of the static files> on its static URLs: a new release is never stale."""
+def _versioned_index(base: str) -> str:
+    """index.html for every view of the page: its relative URLs resolve against the page's root
+    (`<base href>`, also under /jobs/<id>), and its static URLs carry ?v=<hash of the static files>
+    so that a new release is never stale."""
     digest = hashlib.sha256()
     for path in sorted(STATIC.rglob("*")):
         if path.is_file():
             digest.update(path.read_bytes())
     version = digest.hexdigest()[:12]
     html = (STATIC / "index.html").read_text(encoding="utf-8")
+    html = html.replace("<head>", f'<head>\n  <base href="{base}/">', 1)
     return re.sub(r'((?:src|href)="static/[^"?]+)"', rf'\1?v={version}"', html)
 
 

@@ -2,7 +2,7 @@
 
 import { noteServerDate } from "./time.js";
 
-// index.html sets the document's base to <base>/ in every view, so "." is the base of every API path.
+// The server gives index.html a <base href> of the page's root in every view, so "." is the base of every API path.
 export const base = new URL(".", document.baseURI);
 
 export function url(path) {

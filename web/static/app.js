@@ -1,4 +1,4 @@
-// The Daemons page: first paint from the API, then the WebSocket keeps every card current.
+// The page: first paint from the API, then the WebSocket keeps every card and job current.
 
 import { request, sendJSON, getJSON, whenUnauthorized } from "./api.js";
 import { renderSystem } from "./banners.js";
@@ -6,9 +6,13 @@ import { Card } from "./cards.js";
 import { ConfigDialog } from "./configform.js";
 import { h, setText, show } from "./dom.js";
 import { EventList } from "./events.js";
+import { JobDetail } from "./jobdetail.js";
+import { JobStore } from "./jobstore.js";
+import { JobsView } from "./jobsview.js";
 import { Live } from "./live.js";
 import { askToSignIn } from "./login.js";
 import { LogPanels } from "./logs.js";
+import { startViews } from "./views.js";
 import { YamlEditor } from "./yamleditor.js";
 
 const PROTOCOL = 1;
@@ -35,6 +39,9 @@ const events = new EventList(document.getElementById("events"));
 const logs = new LogPanels(document.getElementById("log-panels"), live);
 const settings = new ConfigDialog(document.getElementById("config-dialog"));
 const yaml = new YamlEditor(document.getElementById("yaml-dialog"));
+const jobs = new JobStore();
+const jobsView = new JobsView(document.getElementById("jobs-view"), jobs);
+const jobDetail = new JobDetail(document.getElementById("job-detail"), jobs);
 const daemonPath = (name, rest) => `api/daemons/${encodeURIComponent(name)}/${rest}`;
 
 const cardActions = {
@@ -94,12 +101,21 @@ function onMessage(message) {
   switch (message.type) {
     case "snapshot":
       applyAll(message.daemons, message.seq);
+      jobs.snapshot(message.jobs, message.seq); // only the active jobs, and not from every server
       system = { ...message.system };
       renderSystem(system);
-      if (snapshots++ > 0) events.load(); // events sent while we were away are not in a snapshot
+      if (snapshots++ > 0) {
+        // Events, and jobs that ended, while we were away are not in a snapshot.
+        events.load();
+        jobsView.load();
+        jobDetail.load();
+      }
       break;
     case "daemon":
       applyDaemon(message.daemon, message.seq);
+      break;
+    case "job":
+      jobs.fromSocket(message.job, message.seq);
       break;
     case "event":
       events.add(message.event);
@@ -175,12 +191,16 @@ async function load() {
     fail(`Could not load the daemons: ${error.message}. Retrying over the live connection.`);
   }
   events.load();
+  jobsView.load();
   live.start();
 }
 
 whenUnauthorized(() => {
   live.stop();
-  askToSignIn(load);
+  askToSignIn(() => {
+    load();
+    jobDetail.load();
+  });
 });
 
 for (const button of headerButtons) button.addEventListener("click", () => runAll(button));
@@ -193,6 +213,12 @@ for (const dialog of document.querySelectorAll("dialog.sheet")) {
 }
 setInterval(() => {
   for (const card of cards.values()) card.tick();
+  jobsView.tick();
+  jobDetail.tick();
 }, 1000);
 
+startViews(
+  { daemons: document.getElementById("daemons-view"), jobs: jobsView.element, job: jobDetail.element },
+  (route) => jobDetail.show(route.view === "job" ? route.id : null),
+);
 load();

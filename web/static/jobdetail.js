@@ -48,10 +48,10 @@ export class JobDetail {
     this.progress = new Progress();
     this.message = h("p", { class: "status", testid: "job-message" });
     this.cancel = new CancelButton((answer) => this.store.fromApi(answer));
-    this.fields = FIELDS.map(([label, name, text]) => ({ text, dd: h("dd", { testid: `job-field-${name}` }), label }));
+    this.fields = FIELDS.map(([label, name, text]) => ({ label, text, dd: h("dd", { testid: `job-field-${name}` }) }));
     this.errorText = h("pre", { class: "job-text job-error-text", testid: "job-error" });
     this.traceback = h("pre", { class: "job-text", testid: "job-traceback", tabindex: 0 });
-    this.tracebackPart = h("div", {}, h("h3", { text: "Traceback" }), this.traceback);
+    this.tracebackPart = h("div", { class: "job-part" }, h("h3", { text: "Traceback" }), this.traceback);
     this.errorPart = h("section", { class: "job-part" }, h("h3", { text: "Error" }), this.errorText, this.tracebackPart);
     this.result = h("pre", { class: "job-text", testid: "job-result", tabindex: 0 });
     this.resultPart = h("section", { class: "job-part" }, h("h3", { text: "Result" }), this.result);
@@ -70,6 +70,7 @@ export class JobDetail {
     if (id === this.id) return;
     this.id = id;
     this.job = null;
+    this.cancel.say(null); // a note about another job
     if (id === null) return;
     const known = this.store.get(id);
     if (known) this.render(known);

@@ -40,7 +40,7 @@ export class CancelButton {
   // answered(job): the job as the answer to the request has it (it carries no seq).
   constructor(answered) {
     this.answered = answered;
-    this.busy = false; // the request is in flight
+    this.pending = null; // the id of the job whose cancel request is in flight
     this.button = h("button", { type: "button", testid: "job-cancel", text: "Cancel", onclick: () => this.cancel() });
     this.note = h("p", { class: "job-cancel-note", testid: "job-cancel-note", role: "status", hidden: true });
     this.element = h("div", { class: "job-actions" }, this.button, this.note);
@@ -54,25 +54,26 @@ export class CancelButton {
 
   // A job already asked to stop waits for the other system: asking again changes nothing.
   update() {
-    const cancelling = this.busy || this.job.status === "cancelling";
+    const cancelling = this.pending === this.job.id || this.job.status === "cancelling";
     this.button.disabled = cancelling;
     setText(this.button, cancelling ? "Cancelling…" : "Cancel");
+    show(this.element, !this.button.hidden || !this.note.hidden);
   }
 
   async cancel() {
     const job = this.job;
     if (!window.confirm(`Cancel the ${job.type} job “${job.key}”?`)) return;
-    this.busy = true;
+    this.pending = job.id;
     this.say(null);
     this.update();
     try {
       const answer = await sendJSON("POST", `api/jobs/${encodeURIComponent(job.id)}/cancel`);
-      if (!answer.cancelled) this.say(`Not cancelled: ${answer.reason || "Warden gave no reason"}.`);
       if (answer.job) this.answered(answer.job);
+      if (!answer.cancelled && this.job.id === job.id) this.say(`Not cancelled: ${answer.reason || "Warden gave no reason"}.`);
     } catch (error) {
-      this.say(`Cancel failed: ${error.message}`);
+      if (this.job.id === job.id) this.say(`Cancel failed: ${error.message}`);
     } finally {
-      this.busy = false;
+      this.pending = null;
       this.update();
     }
   }

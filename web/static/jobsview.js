@@ -26,8 +26,8 @@ export class JobsView {
     };
     this.filter = this.filters();
     this.rows = new Map(); // id -> JobRow, for the jobs listed
-    // Ended jobs created before this are not listed: the API's answer covers the newest only.
-    // Until the first answer only active jobs are.
+    // Ended jobs created before this are listed only if they already were (they ended while
+    // listed): the API's answer covers the newest only. Until the first answer, only active jobs.
     this.since = Infinity;
     this.asked = 0; // requests made: only the answer to the latest is used
     this.loading = false;
@@ -76,8 +76,10 @@ export class JobsView {
   }
 
   refilter() {
-    this.since = Infinity;
     this.filter = this.filters();
+    this.since = Infinity;
+    // The ended jobs listed for other filters could leave holes under these: the answer brings them.
+    for (const row of [...this.rows.values()]) if (!isActive(row.job)) this.drop(row);
     this.refresh();
     this.load();
   }
@@ -91,7 +93,7 @@ export class JobsView {
   changed(job) {
     this.suggest(job);
     let row = this.rows.get(job.id);
-    const listed = this.matches(job) && (isActive(job) || job.created_at >= this.since);
+    const listed = this.matches(job) && (row || isActive(job) || job.created_at >= this.since);
     if (!listed) {
       if (row) this.drop(row);
       return this.counts();
@@ -127,13 +129,12 @@ export class JobsView {
   }
 
   counts() {
+    const filtered = Object.values(this.filter).some(Boolean) ? " match the filters" : "";
     for (const [name, { list, empty, count }] of Object.entries(this.lists)) {
       const n = list.children.length;
       setText(count, n ? `(${n})` : "");
       show(empty, n === 0);
-      const filtered = Object.values(this.filter).some(Boolean);
-      const none = name === "active" ? "No active jobs" : "No ended jobs";
-      setText(empty, this.loading && n === 0 ? "Loading…" : `${none}${filtered ? " match the filters" : ""}.`);
+      setText(empty, this.loading ? "Loading…" : `No ${name === "active" ? "active" : "ended"} jobs${filtered}.`);
     }
   }
 
