@@ -432,15 +432,7 @@ def test_sigkill_leaves_an_intact_database_and_the_next_start_recovers(tmp_path:
 def test_check_config_rejects_an_invalid_file_naming_the_line(tmp_path: Path, text: str, line: int) -> None:
     path = tmp_path / "warden.yaml"
     path.write_text(text)
-    result = subprocess.run(
-        warden_command("check-config", str(path)),
-        cwd=tmp_path,
-        env=child_env(tmp_path),
-        check=False,  # the exit code is what is under test
-        capture_output=True,
-        text=True,
-        timeout=STARTUP_TIMEOUT,
-    )
+    result = run_to_end(tmp_path, "check-config", str(path))
     assert result.returncode == 1, result.stderr
     assert f"line {line}:" in result.stderr
     assert "Traceback" not in result.stderr, "an invalid file is reported, not crashed on"
@@ -482,21 +474,26 @@ def test_a_job_killed_with_warden_is_marked_interrupted_and_the_daemon_relaunche
     assert [status for _, status, _ in jobs(db)] == ["failed", "cancelled"], "shutdown cancelled the new job"
 
 
+def run_to_end(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """A warden command that ends by itself (a check, a refused start): its exit code and output."""
+    return subprocess.run(
+        warden_command(*args),
+        cwd=tmp_path,
+        env=child_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=STARTUP_TIMEOUT,
+        check=False,
+    )
+
+
 def test_a_second_warden_on_the_same_database_or_port_is_refused_and_changes_nothing(tmp_path: Path) -> None:
     config = busy_setup(tmp_path)
     db = tmp_path / "data" / "warden.db"
     with running_warden(tmp_path, config, "first") as first:
         boot = first.wait_ready()
         wait_running(first, db, boot)
-        second = subprocess.run(
-            warden_command("run", "--config", str(config)),
-            cwd=tmp_path,
-            env=child_env(tmp_path),
-            capture_output=True,
-            text=True,
-            timeout=STARTUP_TIMEOUT,
-            check=False,
-        )
+        second = run_to_end(tmp_path, "run", "--config", str(config))
         assert second.returncode == 2 and "is in use by another Warden" in second.stderr, second.stderr
         assert query(db, "SELECT count(*) FROM events WHERE kind = 'interrupted'") == [(0,)], "nothing was touched"
         with socket.socket() as taken:
@@ -506,15 +503,7 @@ def test_a_second_warden_on_the_same_database_or_port_is_refused_and_changes_not
             other = json.loads(config.read_text())
             other["server"]["port"], other["paths"]["data_dir"] = port, str(tmp_path / "other-data")
             (tmp_path / "other.yaml").write_text(json.dumps(other))
-            third = subprocess.run(
-                warden_command("run", "--config", str(tmp_path / "other.yaml")),
-                cwd=tmp_path,
-                env=child_env(tmp_path),
-                capture_output=True,
-                text=True,
-                timeout=STARTUP_TIMEOUT,
-                check=False,
-            )
+            third = run_to_end(tmp_path, "run", "--config", str(tmp_path / "other.yaml"))
         assert third.returncode == 2 and f"cannot listen on 127.0.0.1:{port}" in third.stderr, third.stderr
         assert "Traceback" not in second.stderr + third.stderr
         first.send(signal.SIGTERM)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
 
@@ -18,6 +18,7 @@ from supervisor.supervisor import Supervisor, UnknownDaemon
 from web import payload
 from web.keys import WARDEN
 
+T = TypeVar("T")
 LEVELS = ("debug", "info", "warning", "error")
 MAX_PAGE = 1000
 
@@ -26,18 +27,19 @@ def error(status: type[web.HTTPError], message: str, **extra: Any) -> web.HTTPEr
     return status(text=json.dumps({"error": message, **extra}), content_type="application/json")
 
 
-def _supervisor(request: web.Request) -> Supervisor:
-    supervisor = request.app[WARDEN].supervisor
-    if supervisor is None:
+def _started(part: T | None) -> T:
+    """A part of Warden made at start (supervisor, store, jobs); 503 while it is still starting."""
+    if part is None:
         raise error(web.HTTPServiceUnavailable, "Warden is starting")
-    return supervisor
+    return part
+
+
+def _supervisor(request: web.Request) -> Supervisor:
+    return _started(request.app[WARDEN].supervisor)
 
 
 def _store(request: web.Request) -> Store:
-    store = request.app[WARDEN].store
-    if store is None:
-        raise error(web.HTTPServiceUnavailable, "Warden is starting")
-    return store
+    return _started(request.app[WARDEN].store)
 
 
 def _runner(request: web.Request) -> DaemonRunner:
@@ -255,10 +257,7 @@ def _healthy(runner: DaemonRunner, now: float) -> bool:
 
 
 def _jobs(request: web.Request) -> JobManager:
-    jobs = request.app[WARDEN].jobs
-    if jobs is None:
-        raise error(web.HTTPServiceUnavailable, "Warden is starting")
-    return jobs
+    return _started(request.app[WARDEN].jobs)
 
 
 async def list_jobs(request: web.Request) -> web.Response:
