@@ -76,7 +76,7 @@ class ServerSettings(Section):
         description="URL prefix when served behind a reverse proxy, e.g. /warden.",
     )
     token: SecretStr | None = Field(
-        None, description="API token. Prefer WARDEN_SERVER__TOKEN in the environment or .env."
+        None, min_length=16, description="API token (16 characters or more). Prefer WARDEN_SERVER__TOKEN in .env."
     )
 
 

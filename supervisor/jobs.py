@@ -67,10 +67,6 @@ class Job:
     finished_at: float | None = None
     updated_at: float = 0.0
 
-    @property
-    def name(self) -> str:  # the hub's key for collapsing
-        return self.id
-
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 

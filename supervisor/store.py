@@ -114,6 +114,7 @@ _JOB_COLUMNS = (
     "attempt",
     "max_attempts",
     "external_id",
+    "retry_at",
     "created_at",
     "started_at",
     "finished_at",

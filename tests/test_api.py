@@ -11,7 +11,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, ValidationError
 from yarl import URL
 
 from supervisor import Daemon, DaemonConfig
@@ -171,11 +171,22 @@ def test_a_public_address_without_a_token_is_refused(tmp_path):
     public = model(server={"host": "0.0.0.0"}, paths={"data_dir": tmp_path})
     with pytest.raises(AccessError, match="WARDEN_SERVER__TOKEN"):
         load_access(public)
-    access, generated = load_access(model(server={"host": "0.0.0.0", "token": "a-token"}, paths={"data_dir": tmp_path}))
-    assert access.token == "a-token" and not generated
+    token = "a-long-enough-token"
+    access, generated = load_access(model(server={"host": "0.0.0.0", "token": token}, paths={"data_dir": tmp_path}))
+    assert access.token == token and not generated
     access, generated = load_access(model(paths={"data_dir": tmp_path}))
     assert generated and (tmp_path / "token").stat().st_mode & 0o777 == 0o600, "a generated token is private"
     assert load_access(model(paths={"data_dir": tmp_path})) == (access, False), "and kept for the next run"
+
+
+def test_an_empty_or_short_token_is_never_accepted(tmp_path):
+    model = settings_model({})
+    for weak in ("", "short"):
+        with pytest.raises(ValidationError, match=r"server\.token"):
+            model(server={"host": "0.0.0.0", "token": weak}, paths={"data_dir": tmp_path})
+    (tmp_path / "token").write_text("\n")  # a blank token file is replaced, not trusted
+    access, generated = load_access(model(paths={"data_dir": tmp_path}))
+    assert generated and len(access.token) >= 16
 
 
 def test_warden_run_refuses_a_public_address_without_a_token(tmp_path, capsys):

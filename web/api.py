@@ -23,6 +23,10 @@ LEVELS = ("debug", "info", "warning", "error")
 MAX_PAGE = 1000
 
 
+def _json(body: Any, status: int = 200) -> web.Response:
+    return web.json_response(body, status=status, dumps=payload.encode)
+
+
 def error(status: type[web.HTTPError], message: str, **extra: Any) -> web.HTTPError:
     return status(text=json.dumps({"error": message, **extra}), content_type="application/json")
 
@@ -57,18 +61,18 @@ async def list_daemons(request: web.Request) -> web.Response:
     supervisor = _supervisor(request)
     hub = request.app[WARDEN].hub
     daemons = [_daemon(runner, supervisor) for runner in supervisor.runners.values()]
-    return web.json_response({"daemons": daemons, "system": hub.system, "seq": hub.seq})
+    return _json({"daemons": daemons, "system": hub.system, "seq": hub.seq})
 
 
 async def get_daemon(request: web.Request) -> web.Response:
-    return web.json_response(_daemon(_runner(request), _supervisor(request)))
+    return _json(_daemon(_runner(request), _supervisor(request)))
 
 
 async def command(request: web.Request) -> web.Response:
     runner, supervisor = _runner(request), _supervisor(request)
     action = request.match_info["action"]
     if action == "wake":
-        return web.json_response({"woken": runner.wake(), "daemon": _daemon(runner, supervisor)})
+        return _json({"woken": runner.wake(), "daemon": _daemon(runner, supervisor)})
     try:
         if action == "start":
             await runner.start(Actor.USER)
@@ -78,7 +82,7 @@ async def command(request: web.Request) -> web.Response:
             await runner.restart(Actor.USER)
     except DaemonDisabled as disabled:
         raise error(web.HTTPConflict, str(disabled)) from None
-    return web.json_response(_daemon(runner, supervisor))
+    return _json(_daemon(runner, supervisor))
 
 
 async def command_all(request: web.Request) -> web.Response:
@@ -86,7 +90,7 @@ async def command_all(request: web.Request) -> web.Response:
     action = request.match_info["action"]
     run = {"start": supervisor.start_all, "stop": supervisor.stop_all, "restart": supervisor.restart_all}[action]
     await run(Actor.USER)
-    return web.json_response({"daemons": [_daemon(r, supervisor) for r in supervisor.runners.values()]})
+    return _json({"daemons": [_daemon(r, supervisor) for r in supervisor.runners.values()]})
 
 
 # -- configuration -------------------------------------------------------------------
@@ -108,7 +112,7 @@ def _config_view(request: web.Request, runner: DaemonRunner) -> dict[str, Any]:
 
 
 async def get_daemon_config(request: web.Request) -> web.Response:
-    return web.json_response(_config_view(request, _runner(request)))
+    return _json(_config_view(request, _runner(request)))
 
 
 async def put_daemon_config(request: web.Request) -> web.Response:
@@ -126,7 +130,7 @@ async def put_daemon_config(request: web.Request) -> web.Response:
         raise error(web.HTTPUnprocessableEntity, "invalid configuration; nothing was changed", issues=issues) from None
     except ConfigConflict as conflict:
         raise error(web.HTTPConflict, str(conflict)) from None
-    return web.json_response(_config_view(request, runner))
+    return _json(_config_view(request, runner))
 
 
 async def get_config(request: web.Request) -> web.Response:
@@ -146,7 +150,7 @@ async def put_config(request: web.Request) -> web.Response:
         raise error(web.HTTPUnprocessableEntity, "invalid configuration; nothing was changed", issues=issues) from None
     except ConfigConflict as conflict:
         raise error(web.HTTPConflict, str(conflict)) from None
-    return web.json_response({"etag": config.etag})
+    return _json({"etag": config.etag})
 
 
 def _issue(issue: ConfigIssue, prefix: str) -> dict[str, Any]:
@@ -182,6 +186,11 @@ def _number(request: web.Request, name: str, kind: type[int] | type[float], defa
         raise error(web.HTTPBadRequest, f"{name} must be a number") from None
 
 
+def _limit(request: web.Request, default: int) -> int:
+    limit: int = _number(request, "limit", int, default)
+    return max(1, min(limit, MAX_PAGE))  # SQLite reads LIMIT -1 as no limit
+
+
 async def _log_lines(request: web.Request, limit: int) -> list[Any]:
     runner = _runner(request)
     level = request.query.get("level", "debug")
@@ -198,9 +207,9 @@ async def _log_lines(request: web.Request, limit: int) -> list[Any]:
 
 
 async def get_logs(request: web.Request) -> web.Response:
-    limit = min(_number(request, "limit", int, 200), MAX_PAGE)
+    limit = _limit(request, 200)
     lines = await _log_lines(request, limit)
-    return web.json_response({"lines": [payload.log_line(s.line, id=s.id) for s in lines]})
+    return _json({"lines": [payload.log_line(s.line, id=s.id) for s in lines]})
 
 
 async def download_logs(request: web.Request) -> web.Response:
@@ -220,11 +229,9 @@ async def get_events(request: web.Request) -> web.Response:
     daemon = request.query.get("daemon") or None
     if daemon is not None and daemon not in _supervisor(request).runners:
         raise error(web.HTTPNotFound, f"no daemon named {daemon!r}")
-    stored = await _store(request).events(
-        daemon, limit=min(_number(request, "limit", int, 100), MAX_PAGE), before=_number(request, "before", int)
-    )
+    stored = await _store(request).events(daemon, limit=_limit(request, 100), before=_number(request, "before", int))
     events = [payload.event(s.event, id=s.id, boot_id=s.boot_id) for s in stored]
-    return web.json_response({"events": events})
+    return _json({"events": events})
 
 
 async def health(request: web.Request) -> web.Response:
@@ -241,7 +248,7 @@ async def health(request: web.Request) -> web.Response:
         "config": {"ok": config_error is None, "error": str(config_error) if config_error else None},
         "daemons": daemons,
     }
-    return web.json_response(body, status=200 if ok else 503)
+    return _json(body, status=200 if ok else 503)
 
 
 def _healthy(runner: DaemonRunner, now: float) -> bool:
@@ -268,23 +275,28 @@ async def list_jobs(request: web.Request) -> web.Response:
         status=status,
         job_type=request.query.get("type") or None,
         daemon=request.query.get("daemon") or None,
-        limit=min(_number(request, "limit", int, 100), MAX_PAGE),
+        limit=_limit(request, 100),
         before=_number(request, "before", float),
     )
-    # Active jobs are fresher in memory than in the database (which is written in batches).
-    live = {job.id: job.to_dict() for job in _jobs(request).active()}
-    return web.json_response({"jobs": [live.get(row["id"], row) for row in rows]})
+    # Jobs known in memory are fresher than the database (which is written in batches).
+    jobs = _jobs(request)
+    return _json({"jobs": [_fresh(jobs, row) for row in rows]})
+
+
+def _fresh(jobs: JobManager, row: dict[str, Any]) -> dict[str, Any]:
+    job = jobs.get(row["id"])
+    return job.to_dict() if job is not None else row
 
 
 async def get_job(request: web.Request) -> web.Response:
     job_id = request.match_info["id"]
     job = _jobs(request).get(job_id)
     if job is not None:
-        return web.json_response(job.to_dict())
+        return _json(job.to_dict())
     row = await _store(request).job(job_id)
     if row is None:
         raise error(web.HTTPNotFound, f"no job {job_id!r}")
-    return web.json_response(row)
+    return _json(row)
 
 
 async def cancel_job(request: web.Request) -> web.Response:
@@ -294,9 +306,7 @@ async def cancel_job(request: web.Request) -> web.Response:
         row = await _store(request).job(job_id)
         if row is None:
             raise error(web.HTTPNotFound, f"no job {job_id!r}")
-        return web.json_response({"cancelled": False, "reason": f"the job already ended ({row['status']})", "job": row})
+        return _json({"cancelled": False, "reason": f"the job already ended ({row['status']})", "job": row})
     if job.status not in ACTIVE:
-        return web.json_response(
-            {"cancelled": False, "reason": f"the job already ended ({job.status})", "job": job.to_dict()}
-        )
-    return web.json_response({"cancelled": True, "job": job.to_dict()})
+        return _json({"cancelled": False, "reason": f"the job already ended ({job.status})", "job": job.to_dict()})
+    return _json({"cancelled": True, "job": job.to_dict()})

@@ -16,6 +16,7 @@ from supervisor.config import WardenSettings
 from web.keys import ACCESS, Access
 
 COOKIE = "warden_session"
+MIN_TOKEN = 16
 _MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _PUBLIC = ("/", "/login", "/api/login", "/static/")
 
@@ -60,15 +61,23 @@ def load_access(settings: WardenSettings) -> tuple[Access, bool]:
 
 def _stored_token(path: Path) -> tuple[str, bool]:
     try:
-        return path.read_text().strip(), False
+        token = path.read_text().strip()
     except FileNotFoundError:
-        pass
+        token = ""
+    if len(token) >= MIN_TOKEN:
+        return token, False
+    path.unlink(missing_ok=True)  # missing, empty or too short: never accept a guessable token
     path.parent.mkdir(parents=True, exist_ok=True)
     token = secrets.token_urlsafe(32)
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(descriptor, "w") as file:
         file.write(token + "\n")
     return token, True
+
+
+def _same(given: str, expected: str) -> bool:
+    """Constant-time comparison that also takes text that is not ASCII (compare_digest on str does not)."""
+    return hmac.compare_digest(given.encode(), expected.encode())
 
 
 def same_origin(request: web.Request) -> bool:
@@ -95,11 +104,11 @@ async def require_token(request: web.Request, handler: Handler) -> web.StreamRes
         return await handler(request)
     bearer = _bearer(request)
     if bearer is not None:
-        if not hmac.compare_digest(bearer, access.token):
+        if not _same(bearer, access.token):
             raise web.HTTPUnauthorized(text='{"error": "wrong token"}', content_type="application/json")
         return await handler(request)
     cookie = request.cookies.get(COOKIE)
-    if cookie is None or not hmac.compare_digest(cookie, access.session):
+    if cookie is None or not _same(cookie, access.session):
         raise web.HTTPUnauthorized(text='{"error": "a token is required"}', content_type="application/json")
     if request.method in _MUTATING and not same_origin(request):
         raise web.HTTPForbidden(text='{"error": "cross-origin request refused"}', content_type="application/json")
@@ -115,7 +124,7 @@ def set_session(response: web.StreamResponse, access: Access) -> None:
 async def login_page(request: web.Request) -> web.StreamResponse:
     """GET /login?token=...: the link Warden prints; sets the session cookie and opens the page."""
     access = request.app[ACCESS]
-    if not hmac.compare_digest(request.query.get("token", ""), access.token):
+    if not _same(request.query.get("token", ""), access.token):
         raise web.HTTPUnauthorized(text="wrong or missing token")
     response = web.HTTPFound(f"{access.base_path}/")
     set_session(response, access)
@@ -128,7 +137,7 @@ async def login(request: web.Request) -> web.StreamResponse:
         token = (await request.json())["token"]
     except (ValueError, KeyError, TypeError):
         raise web.HTTPBadRequest(text='{"error": "send {\\"token\\": ...}"}', content_type="application/json") from None
-    if not isinstance(token, str) or not hmac.compare_digest(token, access.token):
+    if not isinstance(token, str) or not _same(token, access.token):
         raise web.HTTPUnauthorized(text='{"error": "wrong token"}', content_type="application/json")
     response = web.json_response({"ok": True})
     set_session(response, access)

@@ -23,6 +23,11 @@ def log_line(line: LogLine, **extra: Any) -> dict[str, Any]:
     return {"at": line.at, "level": line.level, "message": line.message, "fields": line.fields, **extra}
 
 
+def encode(message: Any) -> str:
+    """JSON for anything a daemon or job hands over (a Path in a log field, a datetime in a result)."""
+    return json.dumps(message, default=str)
+
+
 def wire(delta: Delta, supervisor: Supervisor) -> str:
     """The WebSocket message for a delta, encoded once and shared by every client."""
     if delta.wire is None:
@@ -37,5 +42,5 @@ def wire(delta: Delta, supervisor: Supervisor) -> str:
             message = {"type": "system", "seq": delta.seq, "key": delta.key, "value": delta.data}
         else:
             message = {"type": "log", "daemon": delta.key, "line": log_line(delta.data)}
-        delta.wire = json.dumps(message)
+        delta.wire = encode(message)
     return delta.wire

@@ -28,6 +28,7 @@ from web.keys import LIVE_STATS, SOCKETS, WARDEN, LiveStats
 
 PROTOCOL = 1
 MAX_MESSAGE = 64 * 1024
+MAX_REPLIES = 100  # answers (pong, error) held for a client; more are dropped until it reads
 QUEUE_LINES = 500  # events and log lines held per client before it counts as behind
 SEND_TIMEOUT = 10.0
 CLOSE_TIMEOUT = 5.0
@@ -50,7 +51,7 @@ class Connection:
 
     def request(self, reply: dict[str, Any] | None = None, resync: tuple[int, str] | None = None) -> None:
         """Queue something for the writer (a reply, a resync) and wake it."""
-        if reply is not None:
+        if reply is not None and len(self.replies) < MAX_REPLIES:  # a client that sends but never reads
             self.replies.append(reply)
         if resync is not None:
             self.resync = resync
@@ -127,7 +128,7 @@ class Connection:
         self.last_seq = current
 
     async def _send(self, message: dict[str, Any]) -> None:
-        await self._send_text(json.dumps(message))
+        await self._send_text(payload.encode(message))
 
     async def _send_text(self, text: str) -> None:
         async with asyncio.timeout(SEND_TIMEOUT):
