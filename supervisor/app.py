@@ -132,7 +132,7 @@ class Warden:
                 await stop.wait()
                 # Daemons stop first, while the page still shows it; then the front closes its clients.
                 logger.info("shutting down: stopping every daemon")
-                await supervisor.stop_all(Actor.SHUTDOWN)
+                await supervisor.shutdown()
                 await self._close_jobs()
             for task in tasks:
                 task.cancel()

@@ -63,11 +63,13 @@ class DaemonContext:
         self._sink = sink
         self.jobs = jobs
         self._wake: asyncio.Future[bool] | None = None
+        self._waiting_jobs = 0
         self.log = DaemonLogger(self, hub, log_level)
 
     @property
-    def sleeping(self) -> bool:
-        return self._wake is not None
+    def resting(self) -> bool:
+        """Sleeping or waiting for a job: silence is expected, so the watchdog leaves it alone."""
+        return self._wake is not None or self._waiting_jobs > 0
 
     def heartbeat(self) -> None:
         self.last_heartbeat = self.clock.monotonic()
@@ -97,9 +99,12 @@ class DaemonContext:
         if self.closed:
             raise asyncio.CancelledError
         stop_listening = self.jobs.listen(job, self._sink.report_job)
+        self._waiting_jobs += 1
         try:
             return await self.jobs.wait(job)
         finally:
+            self._waiting_jobs -= 1
+            self.heartbeat()
             stop_listening()
 
     def wake(self) -> bool:

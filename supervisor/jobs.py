@@ -248,8 +248,10 @@ class JobManager:
     async def _register(
         self, job_type: str, key: str, daemon: str | None, max_attempts: int, external_id: str | None
     ) -> _Running:
-        existing = self._active.get((job_type, key))
-        if existing is not None:
+        while (existing := self._active.get((job_type, key))) is not None:
+            if existing.cancel_requested:  # never join a job on its way out: wait, then start anew
+                await existing.done.wait()
+                continue
             await existing.recorded.wait()
             if existing.failure is not None:
                 raise existing.failure
@@ -267,16 +269,36 @@ class JobManager:
         )
         # Reserve the key before awaiting the database, so concurrent launches here join this one.
         running = self._active[(job_type, key)] = self._by_id[job.id] = _Running(job)
+        insert = asyncio.ensure_future(self._insert(job))
         try:
-            await self._insert(job)
-        except BaseException as error:
-            del self._active[(job_type, key)], self._by_id[job.id]
-            running.failure = error if isinstance(error, StoreError) else StoreError("the launch was cancelled")
+            # Shielded: a cancelled launch must still learn whether the row was written.
+            await asyncio.shield(insert)
+        except asyncio.CancelledError:
+            running.failure = StoreError("the launch was cancelled")
+            running.cancel_requested = True
+            insert.add_done_callback(lambda done: self._launch_abandoned(running, done))
+            raise
+        except StoreError as error:
+            self._forget(running)
+            running.failure = error
             raise
         finally:
             running.recorded.set()
         self.publish(job)
         return running
+
+    def _launch_abandoned(self, running: _Running, insert: asyncio.Future[None]) -> None:
+        """The launch was cancelled while its row was being written: a written row ends cancelled."""
+        if insert.cancelled() or insert.exception() is not None:
+            self._forget(running)
+        else:
+            self._finish(running, JobStatus.CANCELLED, message="the launch was cancelled")
+
+    def _forget(self, running: _Running) -> None:
+        job = running.job
+        self._active.pop((job.type, job.key), None)
+        self._by_id.pop(job.id, None)
+        running.done.set()
 
     async def _insert(self, job: Job) -> None:
         """Record a new job; the unique index guarantees no other writer has an active twin."""

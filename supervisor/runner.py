@@ -99,6 +99,7 @@ class DaemonRunner:
         self._restart_times: deque[float] = deque()
         self._failures = 0
         self.runs = 0
+        self.closing = False  # set at shutdown: nothing starts any more
         self._waiters: list[tuple[Callable[[DaemonStatus], bool], asyncio.Future[None]]] = []
         hub.set_status(self.status)
 
@@ -106,8 +107,7 @@ class DaemonRunner:
 
     async def start(self, actor: Actor = Actor.USER, timeout: float = 5.0) -> DaemonStatus:
         """Start the daemon (or cut its backoff short) and wait briefly for it to settle."""
-        if not self.config.enabled:
-            raise DaemonDisabled(f"{self.name} is disabled; enable it in its configuration first")
+        self._refuse_start()
         if self.status.state in (S.STARTING, S.RUNNING) and self._want_running and self._interrupt is None:
             return self.status
         if actor is Actor.USER:
@@ -136,6 +136,7 @@ class DaemonRunner:
 
     async def restart(self, actor: Actor = Actor.USER, timeout: float = 5.0) -> DaemonStatus:
         """Stop the running instance and start a new one; a start when not running."""
+        self._refuse_start()
         if self.status.state not in (S.STARTING, S.RUNNING):
             return await self.start(actor, timeout)
         runs = self.runs
@@ -149,6 +150,12 @@ class DaemonRunner:
         )
         return self.status
 
+    def _refuse_start(self) -> None:
+        if self.closing:
+            raise DaemonDisabled("Warden is shutting down")
+        if not self.config.enabled:
+            raise DaemonDisabled(f"{self.name} is disabled; enable it in its configuration first")
+
     def wake(self) -> bool:
         """Cut the daemon's sleep short ("run now"); False when it was not sleeping."""
         return self.context is not None and self.context.wake()
@@ -156,7 +163,7 @@ class DaemonRunner:
     def check_heartbeat(self, now: float) -> None:
         """Called by the watchdog: a running daemon silent past watchdog_timeout is hung."""
         context = self.context
-        if context is None or context.closed or context.sleeping or self._interrupt is not None:
+        if context is None or context.closed or context.resting or self._interrupt is not None:
             return
         silent = now - context.last_heartbeat
         if silent <= self.config.watchdog_timeout:
@@ -171,6 +178,8 @@ class DaemonRunner:
         """Take a new config: live when nothing the running code depends on changed, else by a restart."""
         old_config, old_settings = self.config, self.settings
         self.config, self.settings = config, settings
+        if self.closing:
+            return
         changed = {field for field in type(config).model_fields if getattr(old_config, field) != getattr(config, field)}
         uses_changed = any(getattr(old_settings, s) != getattr(settings, s) for s in self.daemon_class.uses)
         if not changed and not uses_changed:
@@ -283,6 +292,9 @@ class DaemonRunner:
             self._transition(S.STOPPED, interrupt.actor)
             return None
         finally:
+            if not self.task.done():  # this supervising task was cancelled (teardown): take the daemon along
+                self.task.cancel()
+                await asyncio.wait({self.task}, timeout=self.config.stop_timeout)
             context.close()
             self.daemon = None
             if self._clock.monotonic() - started >= self.config.healthy_after:
@@ -380,6 +392,8 @@ class DaemonRunner:
         """A job the daemon waits for changed: its card links to it and shows its progress."""
         if self.context is None or self.context.closed:
             return
+        if self.status.state is S.STARTING:
+            self._transition(S.RUNNING, self._start_actor)
         self.context.heartbeat()
         self._set(job_id=job.id, job_type=job.type, progress=job.progress, heartbeat_at=self._clock.time())
 

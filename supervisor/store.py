@@ -6,6 +6,7 @@ Writers call `write` with a whole batch, which becomes one transaction.
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import json
 import os
@@ -175,6 +176,9 @@ class Store:
         self._db = connection
         self.path = path
         self._lock = lock
+        # One statement sequence at a time on the one connection: a statement from another task must
+        # never land inside the writer's open transaction (and be rolled back with it).
+        self._turn = asyncio.Lock()
 
     @classmethod
     async def open(cls, path: Path, *, busy_timeout_ms: int = 5000) -> Store:
@@ -236,6 +240,11 @@ class Store:
             (line.at, line.daemon, line.level, line.message, json.dumps(line.fields, default=str)) for line in logs
         ]
         job_rows = [_job_row(job) for job in jobs]
+        async with self._turn:
+            await self._transaction(state_rows, event_rows, log_rows, job_rows)
+
+    async def _transaction(self, *rows: list[tuple[Any, ...]]) -> None:
+        state_rows, event_rows, log_rows, job_rows = rows
         try:
             await self._db.execute("BEGIN IMMEDIATE")
             try:
@@ -259,10 +268,11 @@ class Store:
     async def insert_job(self, job: Job) -> None:
         """Record a new job at once (not batched): the unique index decides single-flight."""
         try:
-            await self._db.execute(
-                f"INSERT INTO jobs ({', '.join(_JOB_COLUMNS)}) VALUES ({', '.join('?' * len(_JOB_COLUMNS))})",
-                _job_row(job),
-            )
+            async with self._turn:
+                await self._db.execute(
+                    f"INSERT INTO jobs ({', '.join(_JOB_COLUMNS)}) VALUES ({', '.join('?' * len(_JOB_COLUMNS))})",
+                    _job_row(job),
+                )
         except sqlite3.IntegrityError as error:
             raise DuplicateJob(f"an active {job.type} job for {job.key!r} exists") from error
         except sqlite3.Error as error:
@@ -271,7 +281,8 @@ class Store:
     async def save_jobs(self, jobs: Iterable[Job]) -> None:
         """Write jobs' current state at once, outside the batched writes."""
         try:
-            await self._db.executemany(_UPSERT_JOB, [_job_row(job) for job in jobs])
+            async with self._turn:
+                await self._db.executemany(_UPSERT_JOB, [_job_row(job) for job in jobs])
         except sqlite3.Error as error:
             raise StoreError(str(error)) from error
 
@@ -330,7 +341,7 @@ class Store:
 
     async def _execute(self, sql: str, parameters: Sequence[Any]) -> int:
         try:
-            async with self._db.execute(sql, parameters) as cursor:
+            async with self._turn, self._db.execute(sql, parameters) as cursor:
                 return cursor.rowcount
         except sqlite3.Error as error:
             raise StoreError(str(error)) from error
@@ -380,7 +391,7 @@ class Store:
 
     async def _fetch(self, sql: str, parameters: Sequence[Any]) -> list[sqlite3.Row]:
         try:
-            async with self._db.execute(sql, parameters) as cursor:
+            async with self._turn, self._db.execute(sql, parameters) as cursor:
                 return list(await cursor.fetchall())
         except sqlite3.Error as error:
             raise StoreError(str(error)) from error

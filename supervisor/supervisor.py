@@ -105,6 +105,12 @@ class Supervisor:
     async def stop_all(self, actor: Actor = Actor.USER) -> list[DaemonStatus]:
         return await self._each(lambda r: r.stop(actor))
 
+    async def shutdown(self) -> None:
+        """Stop every daemon for good: from now on nothing starts (a request, a config edit)."""
+        for runner in self.runners.values():
+            runner.closing = True
+        await self.stop_all(Actor.SHUTDOWN)
+
     async def restart_all(self, actor: Actor = Actor.USER) -> list[DaemonStatus]:
         return await self._each(lambda r: r.restart(actor), lambda r: r.config.enabled)
 

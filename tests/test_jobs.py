@@ -307,3 +307,19 @@ async def test_a_daemon_gets_its_jobs_result(tmp_path):
         await kernel.until(lambda: runner.status.message == "Imported 4 items")
         [job] = await kernel.store.jobs(job_type="import")
         assert job["daemon"] == "importer"
+
+
+async def test_a_launch_never_joins_a_job_that_is_being_cancelled(tmp_path):
+    clock = FakeClock()
+    async with running_kernel([], tmp_path, clock=clock) as kernel:
+        jobs, other = manager(kernel), ExternalSystem()
+        old = await jobs.watch_external("stash_generate", "all", "1", other.poll, other.stop, interval=2)
+        await settle()
+        await jobs.cancel(old.id)
+        relaunch = asyncio.create_task(jobs.watch_external("stash_generate", "all", "2", other.poll, other.stop))
+        await settle()
+        assert not relaunch.done(), "it waits for the cancelled job to end"
+        other.finished = J.CANCELLED
+        await clock.advance(2)
+        new = await relaunch
+        assert new.id != old.id and old.status is J.CANCELLED and new.external_id == "2"

@@ -77,3 +77,21 @@ async def test_concurrent_command_storm_ends_consistent_with_one_instance(tmp_pa
         )
         await kernel.until_state("worker", S.STOPPED)
         assert Worker.runs == Worker.cleanups, "the last stop was not lost"
+
+
+async def test_nothing_starts_once_shutdown_began(tmp_path):
+    async with running_kernel([Worker], tmp_path) as kernel:
+        await kernel.supervisor.start("worker")
+        await kernel.supervisor.shutdown()
+        with pytest.raises(DaemonDisabled, match="shutting down"):
+            await kernel.supervisor.start("worker")
+        with pytest.raises(DaemonDisabled, match="shutting down"):
+            await kernel.supervisor.restart("worker")
+        assert kernel.state("worker") is S.STOPPED and Worker.runs == Worker.cleanups == 1
+
+
+async def test_a_disabled_daemon_cannot_be_restarted(tmp_path):
+    async with running_kernel([Worker], tmp_path, daemons={"worker": {"enabled": False}}) as kernel:
+        with pytest.raises(DaemonDisabled):
+            await kernel.supervisor.restart("worker")
+        assert Worker.runs == 0

@@ -101,3 +101,33 @@ async def test_a_stop_during_the_watchdogs_cancel_ends_stopped_not_restarted(tmp
         await clock.advance(600)
         assert kernel.state("slow_to_stop") is S.STOPPED
         assert not [e for e in kernel.events if e.to_state is S.BACKOFF]
+
+
+class Waiter(Hanger):
+    """Waits, silent, for a job that takes long and reports nothing."""
+
+    name = "waiter"
+    title = "Waiter"
+    release: asyncio.Event
+
+    async def run(self) -> None:
+        async def long_step(job) -> str:
+            await type(self).release.wait()
+            return "done"
+
+        await self.run_job("import", "all", long_step)
+        await self.update_status("imported")
+        await self.sleep(3600, "idle")
+
+
+async def test_a_daemon_waiting_for_its_job_is_not_hung(tmp_path):
+    clock = FakeClock()
+    Waiter.release = asyncio.Event()
+    async with watched(Waiter, tmp_path, clock) as kernel:
+        await kernel.supervisor.start("waiter")
+        await kernel.until(lambda: kernel.supervisor.runner("waiter").status.job_type == "import")
+        assert kernel.state("waiter") is S.RUNNING, "a job is a sign of life: running, not starting"
+        await clock.advance(100)
+        assert not [e for e in kernel.events if e.kind == "hung"]
+        Waiter.release.set()
+        await kernel.until(lambda: kernel.supervisor.runner("waiter").status.message == "imported")

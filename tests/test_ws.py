@@ -7,6 +7,7 @@ import json
 import socket
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import AsyncExitStack, asynccontextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -477,3 +478,22 @@ async def test_job_progress_reaches_a_client_in_order(tmp_path):
         assert seqs(jobs) == sorted(seqs(jobs)) and jobs[-1]["job"]["result"] == "imported 5"
         async with session.get(f"api/jobs/{job.id}") as reply:
             assert (await reply.json())["status"] == "completed"
+
+
+async def test_values_json_does_not_know_never_stop_the_stream(tmp_path):
+    async with warden_and_api(tmp_path) as (warden, session), live(session) as client:
+        await opening(client)
+        await client.send_json({"type": "subscribe_logs", "daemons": ["worker"]})
+        await ping(client)
+        daemon_of(warden, "worker").log.info("wrote a file", path=Path("/srv/x.mkv"))
+
+        async def odd_result(job):
+            return {"when": datetime.now(UTC), "where": Path("/srv")}
+
+        job = await warden.jobs.launch("odd", "result", odd_result)
+        await warden.jobs.wait(job)
+        messages = await read_until(client, lambda m: m["type"] == "job" and m["job"]["status"] == "completed")
+        assert any(m["type"] == "log" and m["line"]["fields"]["path"] == "/srv/x.mkv" for m in messages)
+        await ping(client)  # the stream is still alive
+        async with session.get(f"api/jobs/{job.id}") as reply:
+            assert reply.status == 200 and (await reply.json())["result"]["where"] == "/srv"

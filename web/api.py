@@ -255,7 +255,7 @@ def _healthy(runner: DaemonRunner, now: float) -> bool:
     if runner.status.state in (DaemonState.BACKOFF, DaemonState.FATAL):
         return False
     context = runner.context
-    if runner.status.state is DaemonState.RUNNING and context is not None and not context.sleeping:
+    if runner.status.state is DaemonState.RUNNING and context is not None and not context.resting:
         return now - context.last_heartbeat <= runner.config.watchdog_timeout
     return True
 
