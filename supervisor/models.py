@@ -76,7 +76,7 @@ class Event:
     """A recorded fact about a daemon: a transition, a hang, a config change, a recovery."""
 
     daemon: str
-    kind: str  # "transition", "hung", "loop-blocked", "interrupted", "config", "abandoned"
+    kind: str  # "transition", "hung", "loop-blocked", "interrupted", "config", "stop-timeout", "abandoned"
     actor: Actor
     at: float
     message: str = ""

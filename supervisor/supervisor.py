@@ -20,6 +20,10 @@ from supervisor.runner import DaemonRunner
 logger = structlog.get_logger("warden.supervisor")
 
 
+#: Settings sections read once at start (the listening socket, the database, the job runner).
+RESTART_SECTIONS = ("server", "store", "supervisor", "jobs")
+
+
 class UnknownDaemon(KeyError):
     def __str__(self) -> str:
         return f"no daemon named {self.args[0]!r}"
@@ -130,6 +134,10 @@ class Supervisor:
 
     async def apply_settings(self, settings: WardenSettings) -> None:
         """New validated settings: each daemon reconfigures itself, concurrently, only if affected."""
+        later = [name for name in RESTART_SECTIONS if getattr(self.settings, name) != getattr(settings, name)]
+        if later:
+            # Said plainly, so nobody wonders why a new port or job limit does nothing yet.
+            logger.warning("these settings take effect when Warden restarts", sections=later)
         self.settings = settings
         await asyncio.gather(
             *(runner.reconfigure(settings.daemon_config(name), settings) for name, runner in self.runners.items())

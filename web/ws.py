@@ -1,6 +1,7 @@
 """The live WebSocket (/ws): hello, snapshot, then deltas from the hub; see docs/protocol.md.
 
-Only the handler task reads the socket; only the connection's writer task sends. The writer
+Only the handler task reads the socket; the connection's writer task sends every message (the
+close at shutdown and aiohttp's heartbeat pings aside). The writer
 takes batches from the client's own bounded hub subscription, so a slow client falls behind
 alone (its states collapse, its lines are dropped with a `gap`), and a client whose send
 stays blocked for `SEND_TIMEOUT` is closed with 1013 so that it resyncs. A client that does
