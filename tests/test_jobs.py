@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import pytest
 
@@ -210,10 +212,16 @@ class ExternalSystem:
         self.stop_calls += 1
 
 
-async def test_an_external_job_is_followed_to_its_end(tmp_path):
+@asynccontextmanager
+async def external_setup(tmp_path, **system) -> AsyncIterator[tuple[FakeClock, JobManager, ExternalSystem]]:
+    """A kernel on a fake clock, its job manager, and another system whose jobs it watches."""
     clock = FakeClock()
     async with running_kernel([], tmp_path, clock=clock) as kernel:
-        jobs, other = manager(kernel), ExternalSystem()
+        yield clock, manager(kernel), ExternalSystem(**system)
+
+
+async def test_an_external_job_is_followed_to_its_end(tmp_path):
+    async with external_setup(tmp_path) as (clock, jobs, other):
         job = await jobs.watch_external("stash_scan", "/downloads/new", "42", other.poll, other.stop, interval=2)
         await settle()
         other.progress = 60.0
@@ -226,9 +234,7 @@ async def test_an_external_job_is_followed_to_its_end(tmp_path):
 
 
 async def test_cancelling_an_external_job_waits_for_the_other_system(tmp_path):
-    clock = FakeClock()
-    async with running_kernel([], tmp_path, clock=clock) as kernel:
-        jobs, other = manager(kernel), ExternalSystem()
+    async with external_setup(tmp_path) as (clock, jobs, other):
         job = await jobs.watch_external("stash_generate", "all", "7", other.poll, other.stop, interval=2)
         await settle()
         await jobs.cancel(job.id)
@@ -243,9 +249,7 @@ async def test_cancelling_an_external_job_waits_for_the_other_system(tmp_path):
 
 
 async def test_an_external_job_that_ignores_stop_fails_after_the_timeout(tmp_path):
-    clock = FakeClock()
-    async with running_kernel([], tmp_path, clock=clock) as kernel:
-        jobs, other = manager(kernel), ExternalSystem(obeys_stop=False)
+    async with external_setup(tmp_path, obeys_stop=False) as (clock, jobs, other):
         job = await jobs.watch_external("stash_generate", "all", "8", other.poll, other.stop, stop_timeout=30)
         await settle()
         await jobs.cancel(job.id)
@@ -310,9 +314,7 @@ async def test_a_daemon_gets_its_jobs_result(tmp_path):
 
 
 async def test_a_launch_never_joins_a_job_that_is_being_cancelled(tmp_path):
-    clock = FakeClock()
-    async with running_kernel([], tmp_path, clock=clock) as kernel:
-        jobs, other = manager(kernel), ExternalSystem()
+    async with external_setup(tmp_path) as (clock, jobs, other):
         old = await jobs.watch_external("stash_generate", "all", "1", other.poll, other.stop, interval=2)
         await settle()
         await jobs.cancel(old.id)

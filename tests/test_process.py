@@ -25,8 +25,6 @@ from typing import Any, TypeVar
 
 import pytest
 
-pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
-
 T = TypeVar("T")
 
 STARTUP_TIMEOUT = 20.0  # a cold interpreter importing pydantic/aiohttp on a loaded CI machine
