@@ -98,12 +98,10 @@ class Warden:
             self.config.on_status(lambda status: self.hub.set_system("config", status))
             await self._serve(store, writer, supervisor, stop)
             leftovers = supervisor.abandon_stuck()
-            if await writer.flush(settings.supervisor.shutdown_flush_timeout):
-                await store.end_boot(self.boot_id, self.clock.time())
         finally:
-            if self.writer is not None:
-                # Also when starting failed: no write may still be running on the connection we close.
-                await self.writer.flush(settings.supervisor.shutdown_flush_timeout)
+            # Also when starting failed: no write may still be running on the connection we close.
+            if self.writer is not None and await self.writer.flush(settings.supervisor.shutdown_flush_timeout):
+                await store.end_boot(self.boot_id, self.clock.time())  # a clean end (a no-op if never begun)
             await store.close()
         logger.info("Warden stopped", boot=self.boot_id)
         return leftovers

@@ -63,7 +63,7 @@ class StoreWriter:
                 failures = 0
 
     async def flush(self, timeout: float) -> bool:
-        """Write everything published so far; True when it all reached the database. Idempotent."""
+        """Write everything published so far and stop reading the hub; True when it all reached the database."""
         if self._in_flight is not None:
             with contextlib.suppress(StoreError):
                 await self._in_flight

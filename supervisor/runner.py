@@ -160,13 +160,19 @@ class DaemonRunner:
         """Cut the daemon's sleep short ("run now"); False when it was not sleeping."""
         return self.context is not None and self.context.wake()
 
-    def check_heartbeat(self, now: float) -> None:
-        """Called by the watchdog: a running daemon silent past watchdog_timeout is hung."""
+    def overdue(self, now: float) -> float | None:
+        """Seconds of silence when past watchdog_timeout (a hang), else None. Sleeping or waiting
+        for a job is expected silence."""
         context = self.context
-        if context is None or context.closed or context.resting or self._interrupt is not None:
-            return
+        if context is None or context.closed or context.resting:
+            return None
         silent = now - context.last_heartbeat
-        if silent <= self.config.watchdog_timeout:
+        return silent if silent > self.config.watchdog_timeout else None
+
+    def check_heartbeat(self, now: float) -> None:
+        """Called by the watchdog: a daemon that is overdue is recorded as hung and cancelled."""
+        silent = self.overdue(now)
+        if silent is None or self._interrupt is not None:
             return
         message = f"no heartbeat for {silent:.0f} s (watchdog_timeout {self.config.watchdog_timeout:g} s)"
         self._record("hung", Actor.WATCHDOG, message)
@@ -378,9 +384,8 @@ class DaemonRunner:
 
     def report(self, message: str, job_id: str | None, job_type: str | None, progress: float | None) -> None:
         """The daemon's update_status: the hot path, so plain attribute writes and nothing else."""
+        self._alive()
         status = self.status
-        if status.state is S.STARTING:
-            self._transition(S.RUNNING, self._start_actor)
         status.message = message
         status.job_id = job_id
         status.job_type = job_type
@@ -392,15 +397,18 @@ class DaemonRunner:
         """A job the daemon waits for changed: its card links to it and shows its progress."""
         if self.context is None or self.context.closed:
             return
-        if self.status.state is S.STARTING:
-            self._transition(S.RUNNING, self._start_actor)
+        self._alive()
         self.context.heartbeat()
         self._set(job_id=job.id, job_type=job.type, progress=job.progress, heartbeat_at=self._clock.time())
 
     def report_sleep(self, until: float | None, reason: str | None) -> None:
+        self._alive()
+        self._set(sleeping_until=until, sleep_reason=reason, heartbeat_at=self._clock.time())
+
+    def _alive(self) -> None:
+        """The daemon's first sign of life (a status, a sleep, a job) makes it running."""
         if self.status.state is S.STARTING:
             self._transition(S.RUNNING, self._start_actor)
-        self._set(sleeping_until=until, sleep_reason=reason, heartbeat_at=self._clock.time())
 
     def _set(self, **changes: Any) -> None:
         for field, value in changes.items():

@@ -218,11 +218,6 @@ class Store:
             # executescript commits first; the version bump is in the same script so both land together.
             await self._db.executescript(f"BEGIN; {script}; PRAGMA user_version = {number}; COMMIT;")
 
-    async def schema_version(self) -> int:
-        async with self._db.execute("PRAGMA user_version") as cursor:
-            row = await cursor.fetchone()
-        return int(row[0]) if row else 0
-
     # -- writing -------------------------------------------------------------------
 
     async def write(

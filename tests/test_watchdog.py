@@ -23,9 +23,13 @@ async def test_hung_daemon_is_detected_cancelled_and_restarted(tmp_path):
     async with watched(Hanger, tmp_path, clock) as kernel:
         await kernel.supervisor.start("hanger")
         assert kernel.state("hanger") is S.RUNNING
+        runner = kernel.supervisor.runner("hanger")
         await clock.advance(9)
         assert kernel.state("hanger") is S.RUNNING, "not hung before watchdog_timeout"
-        await clock.advance(2)  # the tick at 11 s finds it silent; its restart is due at 12 s
+        assert runner.overdue(clock.monotonic()) is None
+        await clock.advance(1.5)  # past the timeout, before the next watchdog tick: health says so already
+        assert runner.overdue(clock.monotonic()) == 10.5
+        await clock.advance(0.5)  # the tick at 11 s finds it silent; its restart is due at 12 s
         hung = await kernel.until_event(lambda e: e.kind == "hung")
         assert hung.daemon == "hanger" and hung.actor is Actor.WATCHDOG
         await kernel.until_state("hanger", S.BACKOFF)

@@ -252,12 +252,8 @@ async def health(request: web.Request) -> web.Response:
 
 
 def _healthy(runner: DaemonRunner, now: float) -> bool:
-    if runner.status.state in (DaemonState.BACKOFF, DaemonState.FATAL):
-        return False
-    context = runner.context
-    if runner.status.state is DaemonState.RUNNING and context is not None and not context.resting:
-        return now - context.last_heartbeat <= runner.config.watchdog_timeout
-    return True
+    """Not crashed, and not silent past its watchdog_timeout (the watchdog's own rule)."""
+    return runner.status.state not in (DaemonState.BACKOFF, DaemonState.FATAL) and runner.overdue(now) is None
 
 
 # -- jobs ------------------------------------------------------------------------------

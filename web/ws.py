@@ -23,6 +23,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 import supervisor
 from supervisor.app import Warden
 from supervisor.hub import Subscription
+from supervisor.supervisor import Supervisor
 from web import payload
 from web.auth import same_origin
 from web.keys import LIVE_STATS, SOCKETS, WARDEN, LiveStats
@@ -110,7 +111,8 @@ class Connection:
             self.transport.abort()
 
     @property
-    def _supervisor(self) -> Any:
+    def _supervisor(self) -> Supervisor:
+        assert self.warden.supervisor is not None  # connections are served only once Warden runs
         return self.warden.supervisor
 
     async def _resync(self, seq: int, boot: str) -> None:
