@@ -30,7 +30,9 @@ _LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
 class StatusSink(Protocol):
     """Where a context reports (the daemon's runner)."""
 
-    def report(self, message: str, job_id: str | None, job_type: str | None, progress: float | None) -> None: ...
+    def report(
+        self, message: str, job_id: str | None, job_type: str | None, progress: float | None, problem: bool
+    ) -> None: ...
 
     def report_sleep(self, until: float | None, reason: str | None) -> None: ...
 
@@ -74,11 +76,13 @@ class DaemonContext:
     def heartbeat(self) -> None:
         self.last_heartbeat = self.clock.monotonic()
 
-    def update_status(self, message: str, job_id: str | None, job_type: str | None, progress: float | None) -> None:
+    def update_status(
+        self, message: str, job_id: str | None, job_type: str | None, progress: float | None, problem: bool
+    ) -> None:
         if self.closed:
             return
         self.last_heartbeat = self.clock.monotonic()
-        self._sink.report(message, job_id, job_type, progress)
+        self._sink.report(message, job_id, job_type, progress, problem)
 
     async def sleep(self, seconds: float, reason: str) -> bool:
         if self.closed:
@@ -189,9 +193,16 @@ class Daemon:
         job_id: str | None = None,
         job_type: str | None = None,
         progress: float | None = None,
+        *,
+        problem: bool = False,
     ) -> None:
-        """Say what the daemon is doing now. Returns at once; also a heartbeat."""
-        self.context.update_status(message, job_id, job_type, progress)
+        """Say what the daemon is doing now. Returns at once; also a heartbeat.
+
+        `problem=True` marks the line as a problem the daemon is riding out by itself (its
+        service is unreachable or refuses the credentials, and it retries): the page shows it
+        as a warning until the next update_status.
+        """
+        self.context.update_status(message, job_id, job_type, progress, problem)
 
     async def sleep(self, seconds: float, reason: str) -> bool:
         """Sleep visibly ("sleeping until T: reason"). Returns True when woken early ("run now")."""

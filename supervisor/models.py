@@ -52,6 +52,7 @@ class DaemonStatus:
     title: str
     state: DaemonState = DaemonState.STOPPED
     message: str = ""
+    problem: bool = False  # the message reports a problem (a service unreachable, credentials refused)
     job_id: str | None = None
     job_type: str | None = None
     progress: float | None = None

@@ -382,12 +382,15 @@ class DaemonRunner:
 
     # -- state -------------------------------------------------------------------------
 
-    def report(self, message: str, job_id: str | None, job_type: str | None, progress: float | None) -> None:
+    def report(
+        self, message: str, job_id: str | None, job_type: str | None, progress: float | None, problem: bool
+    ) -> None:
         """The daemon's update_status: the hot path, so plain attribute writes and nothing else."""
         status = self.status
         if status.state is S.STARTING:  # checked here, not in _alive(): a call per update costs 0.2 µs
             self._alive()
         status.message = message
+        status.problem = problem
         status.job_id = job_id
         status.job_type = job_type
         status.progress = progress
@@ -424,13 +427,14 @@ class DaemonRunner:
         now = self._clock.time()
         changes: dict[str, Any] = {"state": to}
         if to is S.STARTING:
-            changes.update(message="", job_id=None, job_type=None, progress=None, started_at=None)
+            changes.update(message="", problem=False, job_id=None, job_type=None, progress=None, started_at=None)
         elif to is S.RUNNING:
             changes.update(started_at=now, heartbeat_at=now)
         elif to in (S.STOPPED, S.BACKOFF, S.FATAL, S.DISABLED):
             # A daemon that is not running shows no activity: nothing stale stays on the card.
             changes.update(
                 message="",
+                problem=False,
                 job_id=None,
                 job_type=None,
                 progress=None,

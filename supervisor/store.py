@@ -98,6 +98,10 @@ MIGRATIONS: Sequence[str] = (
     CREATE UNIQUE INDEX jobs_one_active ON jobs (type, key) WHERE status IN ('pending', 'running', 'cancelling');
     CREATE INDEX jobs_by_created ON jobs (created_at);
     """,
+    """
+    -- Rows saved before the flag existed read back as no problem.
+    ALTER TABLE daemon_state ADD COLUMN problem INTEGER NOT NULL DEFAULT 0;
+    """,
 )
 _JOB_COLUMNS = (
     "id",
@@ -432,6 +436,7 @@ def _job_from_row(row: Sequence[Any]) -> dict[str, Any]:
 def _status_from_row(row: Sequence[Any]) -> DaemonStatus:
     values = dict(zip(_STATE_COLUMNS, row, strict=True))
     values["state"] = DaemonState(values["state"])
+    values["problem"] = bool(values["problem"])  # SQLite keeps booleans as 0 and 1
     return DaemonStatus(**values)
 
 

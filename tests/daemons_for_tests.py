@@ -34,6 +34,28 @@ class Worker(Daemon):
             type(self).cleanups += 1
 
 
+class Retrier(Daemon):
+    """Tries its service every round: while it is down (`service_up`), a problem status; then a sleep.
+
+    A run first waits for `gate` when one is set, so a test can look at a run that reported nothing yet.
+    """
+
+    name = "retrier"
+    title = "Retrier"
+    service_up: ClassVar[bool] = False
+    gate: ClassVar[asyncio.Event | None] = None
+
+    async def run(self) -> None:
+        if self.gate is not None:
+            await self.gate.wait()
+        while True:
+            if self.service_up:
+                await self.update_status("Connected to Stash")
+            else:
+                await self.update_status("Cannot reach Stash: connection refused", problem=True)
+            await self.sleep(3600, "next try")
+
+
 class Crasher(Daemon):
     """Crashes as soon as it starts."""
 

@@ -27,8 +27,9 @@ from web.auth import AccessError, load_access
 
 #: Every field of the daemon object in docs/protocol.md.
 DAEMON_FIELDS = {
-    "name", "title", "state", "message", "job_id", "job_type", "progress", "sleeping_until", "sleep_reason",
-    "heartbeat_at", "started_at", "restarts", "last_error", "next_restart_at", "updated_at", "enabled", "auto_start",
+    "name", "title", "state", "message", "problem", "job_id", "job_type", "progress", "sleeping_until",
+    "sleep_reason", "heartbeat_at", "started_at", "restarts", "last_error", "next_restart_at", "updated_at",
+    "enabled", "auto_start",
 }  # fmt: skip
 EVENT_FIELDS = {"id", "at", "daemon", "kind", "actor", "from_state", "to_state", "message", "boot_id"}
 SECRET = "sekrit-value"

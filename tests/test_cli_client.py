@@ -65,6 +65,17 @@ async def test_status_and_commands(tmp_path, capsys):
         assert "running" in capsys.readouterr().out
 
 
+async def test_status_marks_a_line_that_reports_a_problem(tmp_path, capsys):
+    async with running_warden(tmp_path, [Worker]) as warden:
+        daemon = warden.supervisor.runner("worker").daemon
+        await daemon.update_status("Cannot reach Stash: connection refused", problem=True)
+        assert await cli(warden, "status") == 0
+        assert "  ! Cannot reach Stash: connection refused (sleeping " in capsys.readouterr().out
+        await daemon.update_status("Connected to Stash")
+        assert await cli(warden, "status") == 0
+        assert "  Connected to Stash (sleeping " in capsys.readouterr().out
+
+
 async def test_errors_are_short_and_exit_1(tmp_path, capsys):
     async with running_warden(tmp_path, [Worker]) as warden:
         assert await cli(warden, "start", "nobody") == 1

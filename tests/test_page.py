@@ -16,7 +16,7 @@ from playwright.async_api import Browser, Page, async_playwright, expect
 from supervisor.daemon import Daemon
 from supervisor.jobs import JobContext, JobStatus
 from supervisor.models import DaemonState
-from tests.daemons_for_tests import Worker
+from tests.daemons_for_tests import Retrier, Worker
 from tests.webharness import TOKEN, config_text, running_warden, until
 
 CHROMIUM = "/usr/bin/chromium"  # installed by `make test` (Debian package chromium)
@@ -114,6 +114,25 @@ async def test_a_valid_edit_is_saved_with_comments_and_restarts_the_daemon(brows
         await expect(page.get_by_test_id("error-interval")).to_be_hidden()
         await expect(card(page, "worker").get_by_test_id("state-badge")).to_have_text("running")
         await screenshot(page, "config-saved")
+
+
+async def test_a_problem_is_shown_as_a_warning_until_the_daemon_reports_again(browser, tmp_path, monkeypatch):
+    monkeypatch.setattr(Retrier, "service_up", False)
+    async with running_warden(tmp_path, [Retrier]) as warden:
+        page = await open_page(browser, warden.url)
+        retrier = card(page, "retrier")
+        await expect(retrier.get_by_test_id("status-message")).to_have_text("Cannot reach Stash: connection refused")
+        await expect(retrier.get_by_test_id("problem-label")).to_have_text("⚠\ufe0e Problem:")
+        await expect(retrier.get_by_test_id("problem-badge")).to_be_visible()
+        await expect(retrier.get_by_test_id("state-badge")).to_have_text("running")
+        await expect(retrier.get_by_test_id("sleeping")).to_contain_text("next try")
+        await screenshot(page, "problem-status")
+
+        monkeypatch.setattr(Retrier, "service_up", True)
+        assert warden.supervisor is not None and warden.supervisor.wake("retrier")
+        await expect(retrier.get_by_test_id("status-message")).to_have_text("Connected to Stash")
+        await expect(retrier.get_by_test_id("problem-label")).to_be_hidden()
+        await expect(retrier.get_by_test_id("problem-badge")).to_be_hidden()
 
 
 class Mischief(Daemon):

@@ -44,6 +44,43 @@ async def test_write_round_trips_states_events_and_logs(tmp_path):
         await store.close()
 
 
+async def test_a_problem_is_read_back_after_a_restart(tmp_path):
+    path = tmp_path / "w.db"
+    store = await Store.open(path)
+    state = DaemonStatus("a", "A", DaemonState.RUNNING, message="Cannot reach Stash", problem=True, updated_at=1.0)
+    try:
+        await store.write("boot1", [state])
+    finally:
+        await store.close()
+    store = await Store.open(path)
+    try:
+        stored = (await store.states())["a"].status
+        assert stored == state and stored.problem is True
+    finally:
+        await store.close()
+
+
+async def test_rows_saved_before_the_problem_flag_read_back_without_a_problem(tmp_path):
+    path = tmp_path / "w.db"
+    before = 2  # migration 3 adds the flag
+    with sqlite3.connect(path) as db:
+        for script in MIGRATIONS[:before]:
+            db.executescript(script)
+        db.execute(f"PRAGMA user_version = {before}")
+        db.execute(
+            "INSERT INTO daemon_state (name, title, state, message, restarts, updated_at, boot_id) "
+            "VALUES ('a', 'A', 'stopped', 'done', 1, 2.0, 'old-boot')"
+        )
+    store = await Store.open(path)
+    try:
+        stored = await store.states()
+        expected = DaemonStatus("a", "A", DaemonState.STOPPED, message="done", restarts=1, updated_at=2.0)
+        assert stored["a"].status == expected and stored["a"].status.problem is False
+        assert stored["a"].boot_id == "old-boot"
+    finally:
+        await store.close()
+
+
 async def test_a_locked_database_raises_and_writes_nothing(tmp_path):
     path = tmp_path / "w.db"
     store = await Store.open(path, busy_timeout_ms=50)

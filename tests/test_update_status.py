@@ -2,6 +2,7 @@
 
 The proof is causal, not timed: the calls complete while the database is still locked by
 another connection, and the latest state reaches the disk once the lock is released.
+Also: a status line marked as a problem, and how long the mark lasts.
 """
 
 from __future__ import annotations
@@ -10,8 +11,8 @@ import asyncio
 import sqlite3
 
 from supervisor.daemon import Daemon
-from supervisor.models import DaemonState
-from tests.daemons_for_tests import Worker
+from supervisor.models import DaemonState, DaemonStatus
+from tests.daemons_for_tests import Retrier, Worker
 from tests.harness import Kernel, running_kernel
 
 CALLS = 100_000
@@ -67,3 +68,75 @@ async def test_a_burst_of_10k_updates_becomes_a_handful_of_transactions(tmp_path
         await kernel.writer.wait_saved(kernel.hub.seq)
         assert await stored_message(kernel, "worker") == "step 9999"
         assert kernel.writer.transactions - before <= 3
+
+
+# -- a status line that reports a problem -------------------------------------------------------
+
+REFUSED = "Cannot reach Stash: connection refused"
+
+
+async def saved_status(kernel: Kernel, name: str) -> DaemonStatus:
+    """The daemon's row, once every change published so far is on disk."""
+    kernel.hub.flush()
+    await kernel.writer.wait_saved(kernel.hub.seq)
+    return (await kernel.store.states())[name].status
+
+
+async def test_a_problem_stays_through_the_sleep_until_the_next_update_clears_it(tmp_path, monkeypatch):
+    monkeypatch.setattr(Retrier, "service_up", False)
+    async with running_kernel([Retrier], tmp_path) as kernel:
+        await kernel.supervisor.start("retrier")
+        status = kernel.supervisor.runner("retrier").status
+        await kernel.until(lambda: status.sleeping_until is not None)
+        assert (status.state, status.message, status.problem) == (DaemonState.RUNNING, REFUSED, True)
+        assert status.sleep_reason == "next try", "the problem is shown while the daemon sleeps until its retry"
+        assert kernel.hub.states["retrier"].problem is True
+        on_disk = await saved_status(kernel, "retrier")
+        assert (on_disk.message, on_disk.problem) == (REFUSED, True)
+
+        monkeypatch.setattr(Retrier, "service_up", True)
+        assert kernel.supervisor.wake("retrier")
+        await kernel.until(lambda: status.message == "Connected to Stash")
+        assert status.problem is False
+        assert (await saved_status(kernel, "retrier")).problem is False
+
+
+class GivesUp(Daemon):
+    """Reports a problem, then crashes."""
+
+    name = "gives_up"
+    title = "Gives Up"
+
+    async def run(self) -> None:
+        await self.update_status("Stash refuses the API key", problem=True)
+        raise RuntimeError("giving up")
+
+
+async def test_a_problem_is_not_carried_into_a_stop_a_restart_or_a_crash(tmp_path, monkeypatch):
+    monkeypatch.setattr(Retrier, "service_up", False)
+    config = {"gives_up": {"backoff_initial": 3600}}
+    async with running_kernel([Retrier, GivesUp], tmp_path, daemons=config) as kernel:
+        status = kernel.supervisor.runner("retrier").status
+        await kernel.supervisor.start("retrier")
+        await kernel.until(lambda: status.problem)
+        await kernel.supervisor.stop("retrier")
+        assert (status.state, status.message, status.problem) == (DaemonState.STOPPED, "", False)
+        assert (await saved_status(kernel, "retrier")).problem is False
+
+        await kernel.supervisor.start("retrier")
+        await kernel.until(lambda: status.problem)
+        # The next run waits before its first report: what the card shows then comes from the restart alone.
+        gate = asyncio.Event()
+        monkeypatch.setattr(Retrier, "gate", gate)
+        restart = asyncio.create_task(kernel.supervisor.restart("retrier"))
+        runner = kernel.supervisor.runner("retrier")
+        await kernel.until(lambda: runner.runs == 3 and status.state is DaemonState.STARTING)
+        assert (status.message, status.problem) == ("", False)
+        gate.set()
+        await restart
+        await kernel.until(lambda: status.problem)
+
+        crashed = kernel.supervisor.runner("gives_up").status
+        await kernel.supervisor.start("gives_up")
+        await kernel.until_state("gives_up", DaemonState.BACKOFF)
+        assert (crashed.message, crashed.problem, crashed.last_error) == ("", False, "RuntimeError: giving up")

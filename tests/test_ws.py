@@ -232,6 +232,26 @@ async def test_log_message_shape(tmp_path):
         assert line["line"]["fields"] == {"free": 3} and line["line"]["at"] > 0
 
 
+async def test_a_problem_reaches_clients_the_api_and_the_metrics_until_the_next_status(tmp_path):
+    refused = "Cannot reach Stash: connection refused"
+    async with warden_and_api(tmp_path) as (warden, session), live(session) as client:
+        _, snapshot = await opening(client)
+        assert by_name(snapshot)["worker"]["problem"] is False
+        worker = daemon_of(warden, "worker")
+
+        await worker.update_status(refused, problem=True)
+        await read_until(client, state_is("worker", message=refused, problem=True))
+        assert (await call(session, "GET", "api/daemons/worker"))["problem"] is True
+        samples = await metrics(session)
+        assert samples['warden_daemon_problem{daemon="worker"}'] == 1
+        assert samples['warden_daemon_problem{daemon="other"}'] == 0
+
+        await worker.update_status("Connected to Stash")
+        await read_until(client, state_is("worker", message="Connected to Stash", problem=False))
+        assert (await call(session, "GET", "api/daemons/worker"))["problem"] is False
+        assert (await metrics(session))['warden_daemon_problem{daemon="worker"}'] == 0
+
+
 # -- slow and stuck clients -----------------------------------------------------------------------
 
 

@@ -69,6 +69,8 @@ def status_table(daemons: list[dict[str, Any]], now: float | None = None) -> str
     for d in daemons:
         uptime = _duration(now - d["started_at"]) if d.get("started_at") else "-"
         text = d.get("message") or ""
+        if d.get("problem"):
+            text = f"! {text}"
         if d.get("sleeping_until"):
             text += f" (sleeping {_duration(d['sleeping_until'] - now)})"
         if d.get("last_error") and d["state"] in ("backoff", "fatal"):

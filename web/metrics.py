@@ -29,6 +29,11 @@ async def metrics(request: web.Request) -> web.Response:
         ]
     lines += ["# HELP warden_daemon_restarts_total Automatic restarts.", "# TYPE warden_daemon_restarts_total counter"]
     lines += [_line("warden_daemon_restarts_total", r.status.restarts, daemon=r.name) for r in runners]
+    lines += [
+        "# HELP warden_daemon_problem 1 while a daemon's status line reports a problem it is retrying.",
+        "# TYPE warden_daemon_problem gauge",
+    ]
+    lines += [_line("warden_daemon_problem", r.status.problem, daemon=r.name) for r in runners]
     writer = warden.writer
     store_ok = warden.hub.system.get("store", {}).get("ok", False)
     for name, kind, value, text in (

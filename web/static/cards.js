@@ -13,6 +13,9 @@ const COMMANDS = [
 
 const ACTIVE = ["starting", "running", "stopping"];
 
+// The icon beside every "problem" word: with the word, a problem is not told by colour alone.
+const warningIcon = () => h("span", { "aria-hidden": "true", text: "⚠\uFE0E " });
+
 const SWITCHES = [
   { field: "enabled", label: "Enabled", testid: "toggle-enabled" },
   { field: "auto_start", label: "Auto-start", testid: "toggle-autostart" },
@@ -35,7 +38,11 @@ export class Card {
     this.title = h("h2", { class: "card-title" });
     this.badge = part("span", "state-badge", "badge");
     this.backoff = part("span", "backoff-countdown", "countdown");
-    this.message = part("p", "status-message", "status");
+    this.message = part("span", "status-message");
+    this.problemLabel = h("strong", { class: "problem-label", testid: "problem-label" }, warningIcon(), "Problem:");
+    this.statusLine = h("p", { class: "status" }, this.problemLabel, this.message);
+    const retrying = "The status line reports a problem; the daemon keeps retrying by itself";
+    this.problemBadge = h("span", { class: "badge problem-badge", testid: "problem-badge", title: retrying }, warningIcon(), "problem");
     this.jobLink = h("a", { testid: "job-link", text: "View job" });
     this.jobType = part("span", "job-type", "job-type");
     this.job = h("p", { class: "job" }, this.jobLink, " ", this.jobType);
@@ -65,9 +72,9 @@ export class Card {
       { class: "card", testid: `card-${this.name}` },
       h("header", { class: "card-head" },
         h("div", { class: "card-heading" }, this.title, h("span", { class: "card-name", text: this.name })),
-        h("div", { class: "card-state" }, this.badge, this.backoff)),
+        h("div", { class: "card-state" }, h("span", { class: "card-badges" }, this.problemBadge, this.badge), this.backoff)),
       h("p", { class: "stale-note", testid: "stale-note", text: "May be out of date" }),
-      this.message,
+      this.statusLine,
       this.job,
       this.progress,
       this.sleeping,
@@ -89,8 +96,12 @@ export class Card {
     this.badge.dataset.state = daemon.state;
     setText(this.title, daemon.title || daemon.name);
     setText(this.badge, daemon.state);
+    const problem = Boolean(daemon.problem);
+    this.statusLine.classList.toggle("problem", problem);
+    show(this.problemLabel, problem);
+    show(this.problemBadge, problem);
     setText(this.message, daemon.message || "");
-    show(this.message, Boolean(daemon.message));
+    show(this.statusLine, Boolean(daemon.message) || problem);
 
     show(this.job, Boolean(daemon.job_id));
     if (daemon.job_id) {
