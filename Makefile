@@ -4,9 +4,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 APT_PACKAGES := qbittorrent-nox chromium ffmpeg
 
-.PHONY: run test lint format bench install install-dev system-packages clean
+.PHONY: run test lint format bench install install-dev system-packages demo-packages apt-missing clean
 
-run: $(VENV)/.installed
+run: $(VENV)/.installed demo-packages
 	$(BIN)/warden run
 
 test: $(VENV)/.installed-dev system-packages
@@ -19,6 +19,7 @@ lint: $(VENV)/.installed-dev
 
 bench: $(VENV)/.installed-dev system-packages
 	$(BIN)/python -m bench.page_latency
+	$(BIN)/python -m bench.stash_sync
 
 format: $(VENV)/.installed-dev
 	$(BIN)/ruff check --fix .
@@ -44,7 +45,14 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 
 # Debian packages the tests drive for real; installed only when missing.
 system-packages:
-	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	@$(MAKE) --no-print-directory apt-missing PACKAGES="$(APT_PACKAGES)"
+
+# The demo library's videos are made with ffmpeg.
+demo-packages:
+	@$(MAKE) --no-print-directory apt-missing PACKAGES="ffmpeg"
+
+apt-missing:
+	@missing=""; for p in $(PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 		echo "installing Debian packages:$$missing"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \

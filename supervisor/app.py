@@ -52,6 +52,8 @@ class Warden:
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     #: Serves the page and API while Warden runs (web.app.serve); yields the page's URL.
     front: Callable[[Warden], AbstractAsyncContextManager[str]] | None = None
+    #: Run beside the kernel from before the daemons start until after they stop (the demo Stash).
+    companions: list[Callable[[Warden], AbstractAsyncContextManager[None]]] = field(default_factory=list)
     supervisor: Supervisor | None = None
     writer: StoreWriter | None = None
     store: Store | None = None
@@ -119,9 +121,11 @@ class Warden:
                 group.create_task(self._retention(store), name="retention"),
             ]
             await supervising.wait()
-            async with AsyncExitStack() as front:
+            async with AsyncExitStack() as around:
+                for companion in self.companions:
+                    await around.enter_async_context(companion(self))
                 if self.front is not None:
-                    self.url = await front.enter_async_context(self.front(self))
+                    self.url = await around.enter_async_context(self.front(self))
                 await supervisor.auto_start()
                 self.ready.set()
                 logger.info(

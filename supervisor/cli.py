@@ -8,11 +8,14 @@ import json
 import os
 import signal
 import sys
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
 import structlog
 
+from daemons.stash.demo import demo_stash
 from supervisor import logs
 from supervisor.app import Warden, load_config
 from supervisor.configfile import ConfigError
@@ -38,6 +41,11 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="run Warden until SIGINT/SIGTERM", parents=[common])
     run.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help=f"config file (default {DEFAULT_CONFIG})")
+    run.add_argument(
+        "--demo",
+        action="store_true",
+        help="run against the built-in demo Stash even when stash.url is set (the default when it is not)",
+    )
     check = commands.add_parser("check-config", help="validate a config file; exit 1 when invalid", parents=[common])
     check.add_argument("path", type=Path, nargs="?", default=DEFAULT_CONFIG)
     daemons = commands.add_parser("daemons", help="list the registered daemons and their settings", parents=[common])
@@ -61,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logs.configure(getattr(args, "log_format", "console"))
     if args.command == "run":
-        return _run(args.config)
+        return _run(args.config, args.demo)
     if args.command == "check-config":
         return _check_config(args.path)
     if args.command == "daemons":
@@ -69,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     return _remote(args)
 
 
-def _run(config_path: Path) -> int:
+def _run(config_path: Path, demo: bool) -> int:
     registry = discover()
     try:
         config = load_config(config_path, registry)
@@ -83,7 +91,10 @@ def _run(config_path: Path) -> int:
         print(f"warden: {refused}", file=sys.stderr)
         return 2
     try:
-        asyncio.run(_serve(Warden(config, registry, front=serve)))
+        companions: list[Callable[[Warden], AbstractAsyncContextManager[None]]] = []
+        if demo or config.settings.stash.url is None:
+            companions.append(demo_stash)
+        asyncio.run(_serve(Warden(config, registry, front=serve, companions=companions)))
     except Exception as error:
         cause = _unwrap(error)
         if isinstance(cause, StoreError):

@@ -82,7 +82,10 @@ class ServerSettings(Section):
 
 class StashSettings(Section):
     url: str | None = Field(
-        None, description="Stash server URL, e.g. http://127.0.0.1:9999. Empty: the built-in demo Stash."
+        None,
+        # stashapi always talks to /graphql at the server's root, so a path could never be honoured.
+        pattern=r"^https?://[^/?#@\s]+/?$",  # no user:password@ either: the URL is shown in messages
+        description="Stash server URL, e.g. http://127.0.0.1:9999 (no path). Empty: the built-in demo Stash.",
     )
     api_key: SecretStr | None = Field(None, description="Stash API key. Prefer WARDEN_STASH__API_KEY.")
     timeout: float = Field(30, gt=0, le=600, description="Seconds before a Stash request is abandoned.")

@@ -14,7 +14,7 @@ import io
 import os
 import tempfile
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, get_args
 
@@ -60,11 +60,46 @@ def _yaml() -> YAML:
     return yaml
 
 
-def parse(text: str, model: type[WardenSettings], source: str) -> tuple[CommentedMap, WardenSettings]:
+@dataclass(frozen=True, slots=True)
+class Overlay:
+    """Settings laid around the file without being written to it (demo mode's Stash, for one)."""
+
+    defaults: dict[str, Any] = field(default_factory=dict)  # under the file: the file's values win
+    overrides: dict[str, Any] = field(default_factory=dict)  # over the file and the environment
+
+    def apply(self, values: dict[str, Any]) -> dict[str, Any]:
+        return _merged(_merged(self.defaults, values), self.overrides)
+
+    def override(self, settings: WardenSettings) -> WardenSettings:
+        """`settings` (where the environment already beat the file) with the overrides on top.
+
+        Section by section: validating a whole settings model again would read the environment again.
+        """
+        changed = {}
+        for name, values in self.overrides.items():
+            section = getattr(settings, name)
+            changed[name] = type(section).model_validate(_merged(section.model_dump(), values))
+        return settings.model_copy(update=changed)
+
+
+def _merged(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in top.items():
+        below = merged.get(key)
+        merged[key] = _merged(below, value) if isinstance(below, dict) and isinstance(value, dict) else value
+    return merged
+
+
+def parse(
+    text: str, model: type[WardenSettings], source: str, overlay: Overlay | None = None
+) -> tuple[CommentedMap, WardenSettings]:
     """Parse and validate a whole config text; raises ConfigError naming keys and lines."""
     document = _parse_yaml(text, source)
+    values = _sections(document)
     try:
-        settings = model(**_sections(document))
+        settings = model(**(overlay.apply(values) if overlay else values))
+        if overlay:
+            settings = overlay.override(settings)
     except ValidationError as error:
         raise ConfigError(
             source, [_value_issue(document, item["loc"], item["msg"]) for item in error.errors()]
@@ -154,8 +189,8 @@ MASK = "**********"  # what a secret looks like wherever config is shown (pydant
 def secret_paths(model: type[BaseModel], prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
     """Key paths of every secret field (SecretStr) in the settings model."""
     paths = []
-    for name, field in model.model_fields.items():
-        for kind in (field.annotation, *get_args(field.annotation)):
+    for name, info in model.model_fields.items():
+        for kind in (info.annotation, *get_args(info.annotation)):
             if kind is SecretStr:
                 paths.append((*prefix, name))
             elif isinstance(kind, type) and issubclass(kind, BaseModel):
@@ -198,6 +233,7 @@ class ConfigFile:
         self._listeners: list[Callable[[WardenSettings], Awaitable[None]]] = []
         self._status_listeners: list[Callable[[dict[str, Any]], None]] = []
         self.last_error: ConfigError | None = None
+        self.overlay = Overlay()
 
     @classmethod
     def load(cls, path: Path, model: type[WardenSettings]) -> ConfigFile:
@@ -295,8 +331,16 @@ class ConfigFile:
         if on_disk != self.text:
             raise ConfigConflict(f"{self.path} was edited by hand since Warden last read it; reload and edit again")
 
+    async def set_overlay(self, overlay: Overlay) -> WardenSettings:
+        """Lay `overlay` around the file from now on (the file itself is not touched)."""
+        async with self._lock:
+            document, settings = parse(self.text, self.model, str(self.path), overlay)
+            self.overlay = overlay
+            await self._adopt(self.text, document, settings, "overlay")
+            return settings
+
     async def _accept(self, text: str, how: str) -> WardenSettings:
-        document, settings = parse(text, self.model, str(self.path))
+        document, settings = parse(text, self.model, str(self.path), self.overlay)
         await asyncio.to_thread(_atomic_write, self.path, text)
         await self._adopt(text, document, settings, how)
         return settings
@@ -331,7 +375,7 @@ class ConfigFile:
                     self._report()
                 return False
             try:
-                document, settings = parse(text, self.model, str(self.path))
+                document, settings = parse(text, self.model, str(self.path), self.overlay)
             except ConfigError as error:
                 self._reject(error)
                 return False

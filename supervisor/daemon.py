@@ -236,10 +236,31 @@ class Daemon:
         stop_timeout: float = 60.0,
     ) -> Any:
         """Mirror a job of another system (poll its state; `stop` asks it to stop) until it ends there."""
-        job = await self.context.jobs.watch_external(
-            job_type, key, external_id, poll, stop, daemon=self.name, interval=interval, stop_timeout=stop_timeout
+        job = await self.launch_external_job(
+            job_type, key, external_id, poll, stop, interval=interval, stop_timeout=stop_timeout
         )
         return _result(await self.context.wait_for_job(job))
+
+    async def launch_external_job(
+        self,
+        job_type: str,
+        key: str,
+        external_id: str,
+        poll: Callable[[], Awaitable[ExternalState]],
+        stop: Callable[[], Awaitable[None]],
+        *,
+        interval: float = 2.0,
+        stop_timeout: float = 60.0,
+    ) -> Job:
+        """Start mirroring an external job without waiting (see watch_external_job); `wait_for_job` it later."""
+        return await self.context.jobs.watch_external(
+            job_type, key, external_id, poll, stop, daemon=self.name, interval=interval, stop_timeout=stop_timeout
+        )
+
+    async def cancel_job(self, job: Job) -> None:
+        """Ask for a job to be cancelled, in any state, and return at once; an external job is then
+        stopped in its own system and ends `cancelled` once that system confirms (see jobs.py)."""
+        await self.context.jobs.cancel(job.id)
 
 
 def _result(job: Job) -> Any:

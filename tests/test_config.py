@@ -20,7 +20,7 @@ from supervisor import Daemon, DaemonConfig
 from supervisor.app import load_config
 from supervisor.cli import main
 from supervisor.config import WardenSettings, settings_model
-from supervisor.configfile import ConfigConflict, ConfigError, ConfigFile
+from supervisor.configfile import ConfigConflict, ConfigError, ConfigFile, Overlay, parse
 from supervisor.models import Actor, DaemonState
 from supervisor.plugins import discover
 from tests.daemons_for_tests import Worker
@@ -399,3 +399,56 @@ def test_dotenv_supplies_secrets_and_ignores_unrelated_entries(tmp_path):
     )
     settings = write_config(tmp_path, WORKER_YAML).settings
     assert settings.stash.api_key is not None and settings.stash.api_key.get_secret_value() == "sekrit"
+
+
+# -- an overlay (demo mode) lies around the file without touching it ---------------------------
+
+
+async def test_an_overlay_sets_defaults_under_the_file_and_overrides_over_it(tmp_path):
+    config = write_config(tmp_path, WORKER_YAML)
+    changes = []
+
+    async def heard(settings: WardenSettings) -> None:
+        changes.append(settings)
+
+    config.on_change(heard)
+    overlay = Overlay(
+        defaults={"daemons": {"worker": {"interval": 2, "log_level": "debug"}}},
+        overrides={"stash": {"url": "http://127.0.0.1:4242", "api_key": "demo-key"}},
+    )
+    settings = await config.set_overlay(overlay)
+    worker = settings.daemon_config("worker")
+    assert (worker.interval, worker.log_level) == (30, "debug")  # the file's interval wins; the overlay fills the rest
+    assert settings.stash.url == "http://127.0.0.1:4242"
+    assert changes == [settings]
+    assert (tmp_path / "warden.yaml").read_text() == WORKER_YAML  # never written to the file
+
+    (tmp_path / "warden.yaml").write_text(WORKER_YAML.replace("interval: 30", "interval: 45"))
+    assert await config.reload_if_changed()
+    assert config.settings.daemon_config("worker").interval == 45
+    assert (
+        config.settings.daemon_config("worker").log_level == "debug"
+        and config.settings.stash.url == "http://127.0.0.1:4242"
+    )
+
+
+@pytest.mark.parametrize(
+    "url", ["http://127.0.0.1:9999/stash", "ftp://host:21", "127.0.0.1:9999", "http://me:pw@host:9999"]
+)
+def test_a_stash_url_with_a_path_or_no_http_scheme_is_refused(tmp_path, url):
+    with pytest.raises(ConfigError, match=r"line 2: stash\.url"):
+        write_config(tmp_path, f"stash:\n  url: {url}\n")
+
+
+def test_overrides_beat_the_environment_too(tmp_path, monkeypatch):
+    monkeypatch.setenv("WARDEN_STASH__URL", "http://192.0.2.1:9999")
+    monkeypatch.setenv("WARDEN_STASH__API_KEY", "the-real-stash-key")
+    _, settings = parse(
+        "stash:\n  timeout: 5\n",
+        MODEL,
+        "test",
+        Overlay(overrides={"stash": {"url": "http://127.0.0.1:4242", "api_key": "demo-key"}}),
+    )
+    assert settings.stash.url == "http://127.0.0.1:4242"
+    assert settings.stash.api_key is not None and settings.stash.api_key.get_secret_value() == "demo-key"
+    assert settings.stash.timeout == 5

@@ -150,8 +150,15 @@ def write_config(tmp_path: Path, daemons: dict[str, dict[str, Any]]) -> Path:
         "server": {"port": 0},  # any free port: the page is not under test here
         "paths": {"data_dir": str(tmp_path / "data")},
         "supervisor": {"watchdog_interval": 0.2, "shutdown_flush_timeout": 5},
-        # The bundled daemon stays registered but idle, so only test daemons are active.
-        "daemons": {"disk_space": {"auto_start": False}, **daemons},
+        # A Stash URL keeps demo mode off (nothing listens there: the Stash daemons do not start).
+        "stash": {"url": "http://127.0.0.1:9"},
+        # The bundled daemons stay registered but idle, so only test daemons are active.
+        "daemons": {
+            "disk_space": {"auto_start": False},
+            "stash_sync": {"auto_start": False},
+            "stash_generation": {"auto_start": False},
+            **daemons,
+        },
     }
     path = tmp_path / "warden.yaml"
     path.write_text(json.dumps(config, indent=2))  # JSON is YAML, and quotes any tmp path safely

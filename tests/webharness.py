@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -32,14 +32,17 @@ def config_text(daemon_sections: str = "", server: str = "") -> str:
 
 @asynccontextmanager
 async def running_warden(
-    tmp_path: Path, daemon_classes: list[type[Daemon]], yaml: str | None = None
+    tmp_path: Path,
+    daemon_classes: list[type[Daemon]],
+    yaml: str | None = None,
+    companions: Sequence[Callable[[Warden], AbstractAsyncContextManager[None]]] = (),
 ) -> AsyncIterator[Warden]:
     """Run Warden until the block ends (then a graceful shutdown). `warden.url` is the page."""
     path = tmp_path / "warden.yaml"
     text = yaml if yaml is not None else config_text()
     path.write_text(text.replace("data_dir: data", f"data_dir: {tmp_path / 'data'}"))
     registry = Registry(daemons={cls.name: cls for cls in daemon_classes})
-    warden = Warden(load_config(path, registry), registry, front=serve)
+    warden = Warden(load_config(path, registry), registry, front=serve, companions=list(companions))
     stop = asyncio.Event()
     task = asyncio.create_task(warden.run(stop))
     ready = asyncio.create_task(warden.ready.wait())

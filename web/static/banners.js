@@ -19,9 +19,11 @@ export function renderSystem(system) {
   show(configBanner, Boolean(error));
   if (error) configBanner.replaceChildren(h("strong", { text: "The config file is invalid; Warden keeps running with the previous settings." }), ...describe(error));
 
-  // Not sent by every server version: true, or an object with enabled: true.
+  // Not sent by every server version: true, or an object with enabled: true and a message.
   const demo = system.demo;
-  show(demoBanner, demo === true || demo?.enabled === true);
+  const demoOn = demo === true || demo?.enabled === true;
+  show(demoBanner, demoOn);
+  if (demoOn) setText(demoBanner, demo?.message || "Demo library");
 }
 
 // The error may be a message, a list of issues, or an object holding either.

@@ -1,0 +1,133 @@
+"""Demo mode: Warden with a built-in Stash, so a newcomer sees every Stash daemon at work.
+
+The Stash double (the one the tests use) runs inside Warden on 127.0.0.1. On the first run
+a small library of real videos is made with ffmpeg under <data_dir>/demo/videos, a few at
+a time, and the double is asked to scan each new batch, as a real Stash would after a
+download. The daemons are pointed at the double with short intervals (a value set in the
+config file still wins), and the page shows a "Demo library" banner.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import structlog
+
+from daemons.stash.client import StashClient
+from daemons.stash.double import StashDouble
+from daemons.stash.videos import VideoToolMissing, make_video
+from supervisor.configfile import Overlay
+
+if TYPE_CHECKING:
+    from supervisor.app import Warden
+
+logger = structlog.get_logger("warden.demo")
+
+#: Short intervals, so that something happens every few seconds. Under the file's values.
+DEMO_DAEMON_SETTINGS = {
+    "stash_sync": {"interval": 15, "full_sync_interval": 300, "overlap": 5, "retry_initial": 1, "retry_max": 10},
+    "stash_generation": {"interval": 20, "batch_size": 8, "poll_interval": 1, "retry_initial": 1, "retry_max": 10},
+}
+#: Seconds a step of a demo Stash job takes: slow enough to watch a job's progress.
+DEMO_JOB_STEP = 0.4
+#: Clips made per scan: the library grows in visible steps.
+CLIPS_PER_SCAN = 6
+
+
+@dataclass(frozen=True, slots=True)
+class DemoClip:
+    name: str
+    width: int
+    height: int
+    duration: float
+    fps: int
+    cuts: int
+
+
+def demo_clips() -> list[DemoClip]:
+    """Thirty clips of different shapes, lengths, frame rates and numbers of scene cuts."""
+    shapes = [(320, 180, "wide"), (480, 270, "wide"), (640, 360, "hd"), (360, 640, "portrait"), (240, 240, "square")]
+    durations = [2, 4, 7, 12, 20, 30]
+    rates = [24, 25, 30, 60]
+    clips = []
+    for index in range(30):
+        width, height, shape = shapes[index % len(shapes)]
+        duration = durations[(index * 7) % len(durations)]
+        cuts = (index * 3) % 5 if duration > 4 else 0
+        name = f"{index + 1:02d}-{shape}-{height}p-{duration}s-{cuts}cuts.mp4"
+        clips.append(DemoClip(name, width, height, duration, rates[index % len(rates)], cuts))
+    return clips
+
+
+@asynccontextmanager
+async def demo_stash(
+    warden: Warden, clips: Sequence[DemoClip] | None = None, job_step: float = DEMO_JOB_STEP
+) -> AsyncIterator[None]:
+    """Run the demo Stash beside Warden; the daemons use it while this context is open."""
+    folder = (warden.settings.paths.data_dir / "demo" / "videos").resolve()
+    api_key = secrets.token_urlsafe(18)
+    async with StashDouble(api_key=api_key, step_delay=job_step, library_paths=[folder]) as double:
+        overlay = Overlay(
+            defaults={"daemons": DEMO_DAEMON_SETTINGS}, overrides={"stash": {"url": double.url, "api_key": api_key}}
+        )
+        await warden.config.set_overlay(overlay)
+        banner = {
+            "enabled": True,
+            "stash_url": double.url,
+            "message": f"Demo library: a built-in Stash at {double.url} with generated videos in {folder}. "
+            "To use your own Stash, set stash.url in config/warden.yaml and restart Warden.",
+        }
+        warden.hub.set_system("demo", banner)
+        logger.info("demo mode: built-in Stash running", stash=double.url, videos=str(folder))
+
+        def failed(problem: str) -> None:
+            warden.hub.set_system("demo", {**banner, "message": f"{banner['message']} {problem}"})
+
+        async with asyncio.TaskGroup() as group:
+            stash = StashClient(double.url, api_key, 30)
+            filling = group.create_task(fill_library(stash, folder, clips or demo_clips(), failed), name="demo-library")
+            try:
+                yield
+            finally:
+                filling.cancel()
+
+
+async def fill_library(
+    stash: StashClient, folder: Path, clips: Sequence[DemoClip], failed: Callable[[str], None]
+) -> None:
+    """Make the missing demo clips a batch at a time, asking Stash to scan after each batch.
+
+    Never raises (the demo must not take Warden down with it): `failed` says what went wrong.
+    """
+    try:
+        await asyncio.to_thread(folder.mkdir, parents=True, exist_ok=True)
+        pending = [clip for clip in clips if not (folder / clip.name).exists()]
+        for start in range(0, len(pending), CLIPS_PER_SCAN):
+            for clip in pending[start : start + CLIPS_PER_SCAN]:
+                await asyncio.to_thread(
+                    make_video,
+                    folder / clip.name,
+                    width=clip.width,
+                    height=clip.height,
+                    duration=clip.duration,
+                    fps=clip.fps,
+                    cuts=clip.cuts,
+                )
+            await stash.metadata_scan([str(folder)], generate=["covers"])
+        if not pending:
+            await stash.metadata_scan([str(folder)], generate=["covers"])
+        logger.info("demo library ready", videos=str(folder), made=len(pending))
+    except VideoToolMissing as missing:
+        logger.error("demo library not made: ffmpeg is missing (apt-get install ffmpeg)", error=str(missing))
+        failed("Its videos could not be made: ffmpeg is not installed (apt-get install ffmpeg).")
+    except Exception as error:  # anything at all: the demo is never worth stopping Warden for
+        logger.error("demo library not made", error=f"{type(error).__name__}: {error}")
+        failed(f"Its videos could not be made: {error}")
+    finally:
+        stash.close()

@@ -1,0 +1,315 @@
+"""SceneLibrary: Warden's local copy of Stash's scene metadata (library.db in the data folder).
+
+stash_sync fills it; the other Stash daemons read it instead of asking Stash for the whole
+library. It is its own SQLite file (WAL), separate from Warden's database, so daemons never
+touch the kernel's tables; several daemons may open it at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+#: Generated assets Warden tracks, as Stash's GenerateMetadataInput names them.
+ASSETS = ("covers", "previews", "sprites", "phashes")
+
+#: The scene fields a sync reads from Stash (a findScenes selection).
+SCENE_FIELDS = (
+    "id title updated_at "
+    "files { path size duration width height video_codec frame_rate fingerprints { type value } } "
+    "tags { id name } scene_markers { id }"
+)
+
+_MIGRATIONS: Sequence[str] = (
+    """
+    CREATE TABLE scenes (
+        id INTEGER PRIMARY KEY,
+        title TEXT NOT NULL,
+        path TEXT,
+        files TEXT NOT NULL,
+        tags TEXT NOT NULL,
+        markers_count INTEGER NOT NULL,
+        updated_at TEXT NOT NULL,   -- Stash's updated_at, in UTC
+        oshash TEXT,                -- fingerprint of the first file: a new file resets what was derived from the old
+        covers INTEGER NOT NULL DEFAULT 0,
+        previews INTEGER NOT NULL DEFAULT 0,
+        sprites INTEGER NOT NULL DEFAULT 0,
+        phashes INTEGER NOT NULL DEFAULT 0,
+        analyzed_version INTEGER,
+        analysis_failures INTEGER NOT NULL DEFAULT 0,
+        analysis_error TEXT,
+        seen_at REAL NOT NULL       -- start of the sync that last saw the scene in Stash
+    );
+    CREATE INDEX scenes_by_seen ON scenes (seen_at);
+    CREATE TABLE sync_marks (
+        name TEXT PRIMARY KEY,
+        value NOT NULL              -- seconds, or the server's URL
+    );
+    """,
+)
+
+_UPSERT = """
+INSERT INTO scenes (id, title, path, files, tags, markers_count, updated_at, oshash, phashes, seen_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (id) DO UPDATE SET
+    title = excluded.title,
+    path = excluded.path,
+    files = excluded.files,
+    tags = excluded.tags,
+    markers_count = excluded.markers_count,
+    updated_at = excluded.updated_at,
+    covers = CASE WHEN scenes.oshash IS excluded.oshash THEN scenes.covers ELSE 0 END,
+    previews = CASE WHEN scenes.oshash IS excluded.oshash THEN scenes.previews ELSE 0 END,
+    sprites = CASE WHEN scenes.oshash IS excluded.oshash THEN scenes.sprites ELSE 0 END,
+    phashes = MAX(excluded.phashes, CASE WHEN scenes.oshash IS excluded.oshash THEN scenes.phashes ELSE 0 END),
+    analyzed_version = CASE WHEN scenes.oshash IS excluded.oshash THEN scenes.analyzed_version END,
+    analysis_failures = CASE WHEN scenes.oshash IS excluded.oshash THEN scenes.analysis_failures ELSE 0 END,
+    analysis_error = CASE WHEN scenes.oshash IS excluded.oshash THEN scenes.analysis_error END,
+    oshash = excluded.oshash,
+    seen_at = excluded.seen_at
+"""
+_COLUMNS = (
+    "id, title, path, files, tags, markers_count, updated_at, oshash, covers, previews, sprites, phashes, "
+    "analyzed_version, analysis_failures, analysis_error"
+)
+
+
+class LibraryError(Exception):
+    """The library file cannot be opened or written."""
+
+
+@dataclass(frozen=True, slots=True)
+class SceneRecord:
+    id: str
+    title: str
+    path: str | None
+    files: list[dict[str, Any]]
+    tags: list[dict[str, Any]]
+    markers_count: int
+    updated_at: str  # UTC, e.g. 2026-11-23T10:00:00Z
+    oshash: str | None
+    generated: frozenset[str] = frozenset()
+    analyzed_version: int | None = None
+    analysis_failures: int = 0
+    analysis_error: str | None = None
+    stash_updated_at: str = ""  # as Stash wrote it (its zone); not stored
+
+    @classmethod
+    def from_stash(cls, scene: Mapping[str, Any]) -> SceneRecord:
+        """A scene as findScenes returns it with SCENE_FIELDS."""
+        files = [dict(file) for file in scene.get("files") or ()]
+        fingerprints = {item["type"]: item["value"] for item in (files[0].get("fingerprints") or ())} if files else {}
+        for file in files:
+            file.pop("fingerprints", None)
+        return cls(
+            id=str(scene["id"]),
+            title=scene.get("title") or "",
+            path=files[0]["path"] if files else None,
+            files=files,
+            tags=[{"id": str(tag["id"]), "name": tag["name"]} for tag in scene.get("tags") or ()],
+            markers_count=len(scene.get("scene_markers") or ()),
+            updated_at=utc_text(parse_time(scene["updated_at"])),
+            stash_updated_at=scene["updated_at"],
+            oshash=fingerprints.get("oshash"),
+            generated=frozenset({"phashes"}) if fingerprints.get("phash") else frozenset(),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class SyncMarks:
+    """Starts (wall-clock seconds) of the last successful sync and of the last full pass, and
+    the UTC offset (seconds) Stash writes its times in."""
+
+    last_started: float | None = None
+    last_full: float | None = None
+    stash_offset: float = 0.0
+    server: str | None = None  # the Stash these marks are about
+
+
+def parse_time(text: str) -> datetime:
+    """A Stash time (RFC 3339, any offset) as an aware UTC datetime."""
+    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if moment.tzinfo is None:
+        raise ValueError(f"Stash time without an offset: {text!r}")
+    return moment.astimezone(UTC)
+
+
+def utc_text(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def utc_offset(text: str) -> float:
+    """The UTC offset, in seconds, of a time Stash wrote (its server's zone)."""
+    offset = datetime.fromisoformat(text.replace("Z", "+00:00")).utcoffset()
+    return offset.total_seconds() if offset is not None else 0.0
+
+
+class SceneLibrary:
+    def __init__(self, path: Path, connection: aiosqlite.Connection) -> None:
+        self.path = path
+        self._db = connection
+
+    @classmethod
+    async def open(cls, path: Path) -> SceneLibrary:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            connection = await aiosqlite.connect(path, isolation_level=None)
+        except (OSError, sqlite3.Error) as error:
+            raise LibraryError(f"cannot open the scene library {path}: {error}") from error
+        library = cls(path, connection)
+        try:
+            await library._migrate()
+        except sqlite3.Error as error:
+            await connection.close()
+            raise LibraryError(f"cannot prepare the scene library {path}: {error}") from error
+        return library
+
+    async def _migrate(self) -> None:
+        db = self._db
+        await db.execute("PRAGMA busy_timeout = 10000")
+        await self._use_wal()
+        await db.execute("PRAGMA synchronous = NORMAL")
+        await db.execute("BEGIN IMMEDIATE")  # two daemons opening a new file at once migrate it once
+        try:
+            async with db.execute("PRAGMA user_version") as cursor:
+                row = await cursor.fetchone()
+            version = row[0] if row else 0
+            for number, script in enumerate(_MIGRATIONS[version:], start=version + 1):
+                for statement in filter(str.strip, script.split(";")):
+                    await db.execute(statement)
+                await db.execute(f"PRAGMA user_version = {number}")
+            await db.execute("COMMIT")
+        except BaseException:
+            await db.execute("ROLLBACK")
+            raise
+
+    async def _use_wal(self) -> None:
+        """Switch to WAL. SQLite does not wait out its busy timeout for this, so retry while
+        another daemon opening the same new file holds it."""
+        for attempt in range(200):
+            try:
+                await self._db.execute("PRAGMA journal_mode = WAL")
+                return
+            except sqlite3.OperationalError as error:
+                if "locked" not in str(error) or attempt == 199:
+                    raise
+                await asyncio.sleep(0.05)
+
+    async def close(self) -> None:
+        await self._db.close()
+
+    # -- written by the sync -----------------------------------------------------------
+
+    async def upsert(self, scenes: Iterable[SceneRecord], seen_at: float) -> None:
+        """Save scenes as Stash has them now (one transaction); idempotent."""
+        rows = [
+            (
+                int(scene.id),
+                scene.title,
+                scene.path,
+                json.dumps(scene.files),
+                json.dumps(scene.tags),
+                scene.markers_count,
+                scene.updated_at,
+                scene.oshash,
+                int("phashes" in scene.generated),
+                seen_at,
+            )
+            for scene in scenes
+        ]
+        await self._transaction(_UPSERT, rows)
+
+    async def remove_unseen(self, since: float) -> int:
+        """Delete scenes no sync has seen since `since` (a full pass saw every scene Stash has)."""
+        async with self._db.execute("DELETE FROM scenes WHERE seen_at < ?", (since,)) as cursor:
+            return cursor.rowcount
+
+    async def marks(self) -> SyncMarks:
+        async with self._db.execute("SELECT name, value FROM sync_marks") as cursor:
+            values = {name: value async for name, value in cursor}
+        return SyncMarks(
+            values.get("last_started"), values.get("last_full"), values.get("stash_offset", 0.0), values.get("server")
+        )
+
+    async def save_sync(self, started: float, *, full: bool, server: str, stash_offset: float | None = None) -> None:
+        rows: list[tuple[str, float | str]] = [("last_started", started), ("server", server)]
+        if full:
+            rows.append(("last_full", started))
+        if stash_offset is not None:
+            rows.append(("stash_offset", stash_offset))
+        await self._transaction("INSERT OR REPLACE INTO sync_marks (name, value) VALUES (?, ?)", rows)
+
+    # -- read and marked by the other daemons ------------------------------------------
+
+    async def count(self) -> int:
+        async with self._db.execute("SELECT COUNT(*) FROM scenes") as cursor:
+            row = await cursor.fetchone()
+        return int(row[0]) if row else 0
+
+    async def missing_assets(self, assets: Iterable[str]) -> list[str]:
+        """Ids of scenes lacking any of these generated assets, oldest first."""
+        missing = " OR ".join(f"{_asset_column(asset)} = 0" for asset in assets)
+        if not missing:
+            return []
+        async with self._db.execute(f"SELECT id FROM scenes WHERE {missing} ORDER BY id") as cursor:
+            return [str(row[0]) async for row in cursor]
+
+    async def mark_generated(self, scene_ids: Iterable[str], assets: Iterable[str]) -> None:
+        columns = ", ".join(f"{_asset_column(asset)} = 1" for asset in assets)
+        rows = [(int(scene_id),) for scene_id in scene_ids]
+        if columns and rows:
+            await self._transaction(f"UPDATE scenes SET {columns} WHERE id = ?", rows)
+
+    async def scene(self, scene_id: str) -> SceneRecord | None:
+        async with self._db.execute(f"SELECT {_COLUMNS} FROM scenes WHERE id = ?", (int(scene_id),)) as cursor:
+            row = await cursor.fetchone()
+        return None if row is None else _record(row)
+
+    async def scenes(self) -> list[SceneRecord]:
+        async with self._db.execute(f"SELECT {_COLUMNS} FROM scenes ORDER BY id") as cursor:
+            return [_record(row) async for row in cursor]
+
+    async def _transaction(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        db = self._db
+        try:
+            await db.execute("BEGIN IMMEDIATE")
+            try:
+                await db.executemany(sql, rows)
+                await db.execute("COMMIT")
+            except BaseException:
+                await db.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as error:
+            raise LibraryError(f"cannot write the scene library {self.path}: {error}") from error
+
+
+def _asset_column(asset: str) -> str:
+    if asset not in ASSETS:
+        raise ValueError(f"unknown asset {asset!r}; known: {', '.join(ASSETS)}")
+    return asset
+
+
+def _record(row: Sequence[Any]) -> SceneRecord:
+    generated = frozenset(asset for asset, flag in zip(ASSETS, row[8:12], strict=True) if flag)
+    return SceneRecord(
+        id=str(row[0]),
+        title=row[1],
+        path=row[2],
+        files=json.loads(row[3]),
+        tags=json.loads(row[4]),
+        markers_count=row[5],
+        updated_at=row[6],
+        oshash=row[7],
+        generated=generated,
+        analyzed_version=row[12],
+        analysis_failures=row[13],
+        analysis_error=row[14],
+    )
