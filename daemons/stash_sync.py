@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import AsyncIterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 from pydantic import Field
@@ -23,6 +23,7 @@ from daemons.stash.library import SCENE_FIELDS, SceneLibrary, SceneRecord, SyncM
 from supervisor import JobContext, JobFailed, JobStatus
 
 _SECOND = timedelta(seconds=1)
+_WIDEST_OFFSET = 14 * 3600  # UTC+14 (Kiribati) is the farthest any zone is from UTC
 
 
 class StashSync(StashDaemon):
@@ -85,8 +86,12 @@ class StashSync(StashDaemon):
             return None
         if now - marks.last_full >= self.config.full_sync_interval:
             return None
-        stash_zone = timezone(timedelta(seconds=marks.stash_offset))
-        return datetime.fromtimestamp(int(marks.last_started - self.config.overlap), stash_zone)
+        since = marks.last_started - self.config.overlap
+        if marks.stash_offset is None:
+            # Stash's zone is unknown until a scene was read, and its filters compare text in that
+            # zone: reach back as far as any zone could be off, and fetch a little more than needed.
+            return datetime.fromtimestamp(int(since - _WIDEST_OFFSET), UTC)
+        return datetime.fromtimestamp(int(since), timezone(timedelta(seconds=marks.stash_offset)))
 
     async def _sync(
         self, job: JobContext, *, started: float, since: datetime | None, expected: int, full: bool

@@ -42,7 +42,8 @@ async def client(double: StashDouble) -> AsyncIterator[StashClient]:
 async def test_scenes_are_found_by_filter_sorted_and_paged(double: StashDouble, client: StashClient) -> None:
     for index in range(5):
         double.add_scene(f"/media/{index}.mp4", title=f"scene {index}", updated_at=1_800_000_000 + 10 * index)
-    changed_after = {"updated_at": {"value": "2027-01-15T08:00:15Z", "modifier": "GREATER_THAN"}}
+    # In Stash's own zone (+02:00 here): Stash compares the text. 10:00:15+02:00 is 1_800_000_015.
+    changed_after = {"updated_at": {"value": "2027-01-15T10:00:15+02:00", "modifier": "GREATER_THAN"}}
 
     count, first = await client.find_scenes(changed_after, SCENE_FIELDS, page=1, per_page=2)
     _, second = await client.find_scenes(changed_after, SCENE_FIELDS, page=2, per_page=2)

@@ -398,18 +398,16 @@ async def test_a_100k_library_pages_in_stash_order_with_second_precision_filters
         everything = await post(double, FIND_SCENES, {"filter": {"per_page": 0}})
         assert everything.body["data"]["findScenes"] == {"count": 100_000, "scenes": []}
 
-        # A threshold on an existing scene's second: GREATER_THAN excludes that second, whatever the offset says.
+        # A threshold on an existing scene's second, written as Stash stores it (its +02:00 zone):
+        # GREATER_THAN excludes that second; a fraction after it changes nothing at second precision.
         pivot = sorted(scene.updated_at for scene in scenes)[-2500]
         expected = sorted(
             (scene for scene in scenes if scene.updated_at > pivot),
             key=lambda scene: (scene.updated_at, natural_key(scene.title or scene.id), int(scene.id)),
         )
         assert any(a.updated_at == b.updated_at for a, b in itertools.pairwise(expected))
-        spellings = [
-            time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(pivot)),
-            time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(pivot + 5 * 3600)) + ".999+05:00",
-        ]
-        for spelling in spellings:
+        in_stash_zone = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(pivot + 2 * 3600))
+        for spelling in (in_stash_zone + "+02:00", in_stash_zone + ".5+02:00"):
             paged = []
             for page in range(1, 4):
                 variables = {
@@ -420,6 +418,15 @@ async def test_a_100k_library_pages_in_stash_order_with_second_precision_filters
                 assert reply["count"] == len(expected)
                 paged += [scene["id"] for scene in reply["scenes"]]
             assert paged == [scene.id for scene in expected]
+
+        # Stash compares the text, not the instant: the same instant in UTC reads two hours earlier.
+        utc = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(pivot))
+        variables = {
+            "filter": {"per_page": 0},
+            "scene_filter": {"updated_at": {"value": utc, "modifier": "GREATER_THAN"}},
+        }
+        as_text = (await post(double, FIND_SCENES, variables)).body["data"]["findScenes"]["count"]
+        assert as_text == sum(1 for scene in scenes if scene.updated_at > pivot - 2 * 3600)
 
         descending = await post(
             double, FIND_SCENES, {"filter": {"per_page": 3, "sort": "updated_at", "direction": "DESC"}}

@@ -240,3 +240,19 @@ async def test_a_restart_mid_sync_leaves_the_job_its_own_connection_and_the_new_
         assert message == "Sync completed for 500 scenes, 0 deleted in Stash removed"
         assert [job["status"] for job in jobs] == ["completed"]  # one job, joined by the new run
         assert await library_of(tmp_path) == expected(double)
+
+
+async def test_a_scene_added_after_syncing_an_empty_stash_west_of_utc_is_found(tmp_path: Path) -> None:
+    clock = FakeClock(wall_start=WALL)
+    stash_now = ManualClock(WALL - 3600)
+    async with StashDouble(api_key=KEY, now=stash_now, utc_offset="-05:00") as double:
+        async with syncing(tmp_path, double, clock=clock) as kernel:
+            first = await cycle_done(kernel)  # nothing to read: Stash's zone is still unknown
+            until = status(kernel).sleeping_until
+            stash_now.now = WALL + 100
+            double.add_scene("/media/first.mp4", title="the first scene")
+            await clock.advance(3600)
+            second = await cycle_done(kernel, after=until)
+        assert first == "Sync completed for 0 scenes, 0 deleted in Stash removed"
+        assert second == "Sync completed for 1 scenes"
+        assert await library_of(tmp_path) == expected(double)

@@ -130,7 +130,7 @@ class SyncMarks:
 
     last_started: float | None = None
     last_full: float | None = None
-    stash_offset: float = 0.0
+    stash_offset: float | None = None  # unknown until a sync has read a scene
     server: str | None = None  # the Stash these marks are about
 
 
@@ -236,7 +236,7 @@ class SceneLibrary:
         async with self._db.execute("SELECT name, value FROM sync_marks") as cursor:
             values = {name: value async for name, value in cursor}
         return SyncMarks(
-            values.get("last_started"), values.get("last_full"), values.get("stash_offset", 0.0), values.get("server")
+            values.get("last_started"), values.get("last_full"), values.get("stash_offset"), values.get("server")
         )
 
     async def save_sync(self, started: float, *, full: bool, server: str, stash_offset: float | None = None) -> None:

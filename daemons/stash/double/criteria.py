@@ -189,7 +189,7 @@ def compile_filter(
     given: Mapping[str, Any] | None,
     fields: Mapping[str, FilterField],
     where: str,
-    parse_time: Callable[[str], int],
+    parse_time: Callable[[str], float],
     default_upper_time: Callable[[], int],
 ) -> Criterion:
     if not given:
@@ -221,7 +221,7 @@ def _compile_field(
     value: Any,
     spec: FilterField,
     where: str,
-    parse_time: Callable[[str], int],
+    parse_time: Callable[[str], float],
     default_upper_time: Callable[[], int],
 ) -> Criterion:
     if spec.kind == "bool":

@@ -27,7 +27,7 @@ from daemons.stash.double.criteria import (
 )
 from daemons.stash.double.library import Library
 from daemons.stash.double.records import Marker, Scene, Tag, VideoFile
-from daemons.stash.double.times import parse_timestamp
+from daemons.stash.double.times import is_relative, parse_timestamp, text_position
 
 T = TypeVar("T")
 
@@ -216,8 +216,10 @@ class Search:
     def _compile(self, given: Mapping[str, Any] | None, fields: Mapping[str, FilterField], where: str) -> Criterion:
         return compile_filter(given, fields, where, self._parse_time, self._day_ahead)
 
-    def _parse_time(self, text: str) -> int:
-        return parse_timestamp(text, now=self._now(), zone=self._zone)
+    def _parse_time(self, text: str) -> float:
+        if is_relative(text):
+            return parse_timestamp(text, now=self._now(), zone=self._zone)
+        return text_position(text, self._zone)
 
     def _day_ahead(self) -> int:
         # Stash's BETWEEN without value2 reaches to a day from now.

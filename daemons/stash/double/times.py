@@ -1,8 +1,9 @@
 """Time as Stash writes and reads it.
 
-Stash stores library timestamps with whole seconds and renders them in RFC 3339 with the
-server's UTC offset; job times keep their fraction (Go's RFC3339Nano drops trailing zeros).
-Filters accept RFC 3339 with Z or an offset, and Stash's relative form "<4h" / ">30m".
+Stash stores library timestamps with whole seconds as RFC 3339 text in the server's UTC
+offset, and renders them so; job times keep their fraction (Go's RFC3339Nano drops trailing
+zeros). A timestamp filter's value is compared with that stored text as text, not as an
+instant (its SQL binds the string as given), except Stash's relative form "<4h" / ">30m".
 """
 
 from __future__ import annotations
@@ -25,6 +26,10 @@ def format_time(instant: float, zone: tzinfo) -> str:
     return text.removesuffix("+00:00") + "Z" if text.endswith("+00:00") else text
 
 
+def is_relative(text: str) -> bool:
+    return _RELATIVE.match(text.strip()) is not None
+
+
 def parse_timestamp(text: str, *, now: float, zone: tzinfo) -> int:
     """The whole second `text` names. A value without an offset is in the server's zone."""
     relative = _RELATIVE.match(text.strip())
@@ -39,6 +44,25 @@ def parse_timestamp(text: str, *, now: float, zone: tzinfo) -> int:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=zone)
     return math.floor(moment.timestamp())
+
+
+def text_position(text: str, zone: tzinfo) -> float:
+    """Where `text` falls among the stored times, compared as text the way Stash's SQL does.
+
+    A whole second t when the text is exactly how t is stored, else halfway between the two
+    stored seconds it sorts between: numeric comparisons with it then agree with Stash's
+    text comparisons (a UTC "Z" value against +02:00 times is two hours off, as in Stash).
+    """
+    low, high = 0, 253_402_300_799  # 9999-12-31T23:59:59Z: where RFC 3339 text stays in time order
+    if text < format_time(low, zone):
+        return low - 0.5
+    while low < high:  # the last second whose stored text sorts at or before `text`
+        middle = (low + high + 1) // 2
+        if format_time(middle, zone) <= text:
+            low = middle
+        else:
+            high = middle - 1
+    return float(low) if format_time(low, zone) == text else low + 0.5
 
 
 def offset_zone(offset: timedelta | str) -> tzinfo:
