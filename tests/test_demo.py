@@ -5,9 +5,12 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
+from playwright.async_api import Browser, expect
+
 from daemons.stash.demo import DemoClip, demo_stash
 from daemons.stash_generation import StashGeneration
 from daemons.stash_sync import StashSync
+from tests.test_page import card, open_page, screenshot
 from tests.webharness import config_text, running_warden, until
 
 CLIPS = [
@@ -25,7 +28,7 @@ SECTIONS = """  stash_sync:
 
 
 async def test_demo_mode_from_a_fresh_data_folder_reaches_a_normal_cycle_of_every_stash_daemon(
-    tmp_path: Path,
+    tmp_path: Path, browser: Browser
 ) -> None:
     demo = functools.partial(demo_stash, clips=CLIPS, job_step=0.01)
     async with running_warden(tmp_path, [StashSync, StashGeneration], config_text(SECTIONS), [demo]) as warden:
@@ -40,6 +43,11 @@ async def test_demo_mode_from_a_fresh_data_folder_reaches_a_normal_cycle_of_ever
         settings = warden.settings
         await until(warden, lambda: sync.message.startswith(("No scenes changed", "Sync completed")), timeout=30)
         problems = [status.name for status in (sync, generation) if status.problem]
+        assert warden.url is not None
+        page = await open_page(browser, warden.url)
+        await expect(page.get_by_test_id("banner-demo")).to_contain_text("Demo library: a built-in Stash at")
+        await expect(card(page, "stash_generation")).to_contain_text("All 3 synced scenes have their")
+        await screenshot(page, "demo")
     videos = sorted(path.name for path in (tmp_path / "data" / "demo" / "videos").iterdir())
     assert videos == sorted(clip.name for clip in CLIPS)
     assert banner["enabled"] is True and banner["message"].startswith("Demo library")
