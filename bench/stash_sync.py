@@ -4,7 +4,7 @@ The Stash double runs in its own process, so that the peak memory (this process'
 and the CPU time reported are Warden's alone; the wall times include the double answering.
 Prints a table and writes bench/results/stash_sync.json.
 
-    python -m bench.stash_sync [--scenes 100000] [--changed 100] [--page-size 500]
+    python -m bench.stash_sync [--scenes 100000] [--changed 100] [--page-size 500] [--overlap 3600]
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ async def run_cycle(kernel: Kernel, after: float | None) -> tuple[float, float, 
     return time.perf_counter() - started, time.process_time() - cpu, status.message
 
 
-async def measure(scenes: int, changed: int, page_size: int) -> dict[str, object]:
+async def measure(scenes: int, changed: int, page_size: int, overlap: float) -> dict[str, object]:
     double = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -65,7 +65,7 @@ async def measure(scenes: int, changed: int, page_size: int) -> dict[str, object
                 [StashSync],
                 tmp,
                 stash={"url": url, "api_key": KEY, "timeout": 120},
-                daemons={"stash_sync": {"interval": 86_400, "page_size": page_size}},
+                daemons={"stash_sync": {"interval": 86_400, "page_size": page_size, "overlap": overlap}},
             )
             rss_before = peak_rss_mib()
             async with running_kernel([StashSync], tmp, settings=settings) as kernel:
@@ -94,6 +94,7 @@ async def measure(scenes: int, changed: int, page_size: int) -> dict[str, object
     return {
         "scenes": scenes,
         "page_size": page_size,
+        "overlap_seconds": overlap,
         "stored": stored,
         "full_sync_seconds": round(full_seconds, 2),
         "full_sync_warden_cpu_seconds": round(full_cpu, 2),
@@ -113,8 +114,11 @@ def main() -> None:
     parser.add_argument("--scenes", type=int, default=100_000)
     parser.add_argument("--changed", type=int, default=100)
     parser.add_argument("--page-size", type=int, default=500)
+    parser.add_argument(
+        "--overlap", type=float, default=3600, help="stash_sync overlap: scenes updated that long before are read again"
+    )
     options = parser.parse_args()
-    result = asyncio.run(measure(options.scenes, options.changed, options.page_size))
+    result = asyncio.run(measure(options.scenes, options.changed, options.page_size, options.overlap))
     width = max(len(key) for key in result)
     for key, value in result.items():
         print(f"{key:<{width}}  {value}")
