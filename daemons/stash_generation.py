@@ -60,6 +60,14 @@ class StashGeneration(StashDaemon):
             await self.update_status("Nothing to generate: every asset is switched off in the settings")
             await self.sleep(config.interval, "next check")
             return
+        left = [job for job in self.context.jobs.active() if job.type == "stash_generate" and job.daemon == self.name]
+        if left:
+            # Started by a previous run (restarted mid-job): follow it, yielding to scans as ever.
+            await self.update_status(
+                "Following the generate job an earlier run started", job_id=left[0].id, job_type=left[0].type
+            )
+            await self._follow(left[0])
+            return
         await self.update_status("Checking Stash's job queue")
         busy = await self.stash.job_queue()
         if busy:
@@ -108,6 +116,14 @@ class StashGeneration(StashDaemon):
             job_id=job.id,
             job_type=job.type,
         )
+        if not await self._follow(job):
+            return False
+        await self.library.mark_generated(scene_ids, assets)
+        self.log.info("generated", scenes=len(scene_ids), assets=assets, stash_job=stash_job_id)
+        return True
+
+    async def _follow(self, job: Job) -> bool:
+        """Wait for a generate job to end, stopping it when a scan waits; True when it completed."""
         async with asyncio.TaskGroup() as group:
             watcher = group.create_task(self._yield_to_scans(job)) if self.config.yield_to_scans else None
             ended = await self.context.wait_for_job(job)  # the Job, whatever its end (no JobFailed)
@@ -116,15 +132,13 @@ class StashGeneration(StashDaemon):
         if ended.status is JobStatus.CANCELLED:
             if watcher is not None and not watcher.cancelled() and watcher.result():
                 await self.update_status("Generation stopped so Stash can scan; trying again once its queue is idle")
-                self.log.info("generation stopped for a scan", stash_job=stash_job_id)
+                self.log.info("generation stopped for a scan", stash_job=job.external_id)
                 return False
             await self.update_status("Generation cancelled; the next check is on schedule")
             await self.sleep(self.config.interval, "next check for scenes needing generation")
             return False
         if ended.status is not JobStatus.COMPLETED:
             raise JobFailed(ended)
-        await self.library.mark_generated(scene_ids, assets)
-        self.log.info("generated", scenes=len(scene_ids), assets=assets, stash_job=stash_job_id)
         return True
 
     def _poller(self, stash: StashClient, stash_job_id: str) -> Callable[[], Awaitable[ExternalState]]:

@@ -197,3 +197,29 @@ async def test_a_job_cancelled_by_a_person_is_not_started_again_at_once(tmp_path
             asleep = status(kernel).sleeping_until is not None
         assert asleep
         assert [job.status for job in generate_jobs(double)] == ["CANCELLED"]
+
+
+async def test_after_a_restart_mid_job_the_new_run_follows_the_job_and_still_yields_to_a_scan(tmp_path: Path) -> None:
+    async with StashDouble(api_key=KEY, step_delay=0.001) as double:
+        for i in range(3):
+            double.add_scene(f"/media/{i:02d}.mp4")
+        await synced_library(tmp_path, double, {})
+        double.jobs.hold("finish")
+        async with generating(tmp_path, double, cancel_jobs_on_stop=False) as kernel:
+            await double.until(lambda: [job.status for job in generate_jobs(double)] == ["RUNNING"])
+            await said(kernel, lambda message: message.startswith("Generating covers"))
+            job = warden_job(kernel)
+            await kernel.supervisor.restart("stash_generation")
+            await said(kernel, lambda message: message == "Following the generate job an earlier run started")
+            assert status(kernel).job_id == job.id
+
+            client = StashClient(double.url, KEY, timeout=5)
+            try:
+                await client.metadata_scan(["/media/new"])
+            finally:
+                client.close()
+            await kernel.until(lambda: job.status is JobStatus.CANCELLED)
+            double.jobs.release("finish")
+            await said(kernel, lambda message: message.startswith("Generation completed"))
+        assert [job.status for job in generate_jobs(double)] == ["CANCELLED", "FINISHED"]
+        assert double.calls["stopJob"] == 1
