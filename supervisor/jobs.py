@@ -393,8 +393,13 @@ class JobManager:
         assert running.stop_external is not None
         deadline = self._clock.monotonic() + stop_timeout
         try:
-            await running.stop_external()
+            asked = False
             while self._clock.monotonic() < deadline:
+                if not asked:
+                    asked = await self._ask_to_stop(running)
+                    if not asked:  # the other system did not take the request: ask again after a pause
+                        await sleep(self._clock, min(interval, max(0.0, deadline - self._clock.monotonic())))
+                        continue
                 state = await poll()
                 if state.status not in ACTIVE:
                     self._finish(
@@ -413,6 +418,16 @@ class JobManager:
             message=f"did not stop within {stop_timeout:g} s of the stop request",
             error="failed to stop",
         )
+
+    async def _ask_to_stop(self, running: _Running) -> bool:
+        """Send the stop call; False after a transient failure (any other failure raises)."""
+        assert running.stop_external is not None
+        try:
+            await running.stop_external()
+        except (TransientError, ConnectionError, TimeoutError) as error:
+            self._set(running.job, message=f"stop request failed ({_describe(error)}); asking again")
+            return False
+        return True
 
     def _retry_delay(self, attempt: int) -> float:
         initial, cap = self._backoff

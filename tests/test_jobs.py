@@ -197,8 +197,9 @@ async def test_permanent_failures_fail_at_once_with_the_error_kept(tmp_path):
 class ExternalSystem:
     """Another system's job queue: a job that runs until stopped (if it listens to stop)."""
 
-    def __init__(self, obeys_stop: bool = True) -> None:
+    def __init__(self, obeys_stop: bool = True, unreachable_stops: int = 0) -> None:
         self.obeys_stop = obeys_stop
+        self.unreachable_stops = unreachable_stops  # stop calls that fail as if the system were down
         self.stop_calls = 0
         self.progress = 0.0
         self.finished: JobStatus | None = None
@@ -210,6 +211,8 @@ class ExternalSystem:
 
     async def stop(self) -> None:
         self.stop_calls += 1
+        if self.stop_calls <= self.unreachable_stops:
+            raise TransientError("connection refused")
 
 
 @asynccontextmanager
@@ -242,6 +245,21 @@ async def test_cancelling_an_external_job_waits_for_the_other_system(tmp_path):
         assert job.status is J.CANCELLING and other.stop_calls == 1, "asked, and shown as cancelling"
         await clock.advance(4)
         assert job.status is J.CANCELLING, "not cancelled until the other system says so"
+        other.finished = J.CANCELLED
+        await clock.advance(2)
+        await jobs.wait(job)
+        assert job.status is J.CANCELLED
+
+
+async def test_a_stop_request_that_fails_for_a_moment_is_sent_again(tmp_path):
+    async with external_setup(tmp_path, unreachable_stops=2) as (clock, jobs, other):
+        job = await jobs.watch_external("stash_generate", "all", "9", other.poll, other.stop, interval=2)
+        await settle()
+        await jobs.cancel(job.id)
+        await settle()
+        assert job.status is J.CANCELLING and "asking again" in job.message
+        await clock.advance(4)
+        assert other.stop_calls == 3, "asked until the other system took the request"
         other.finished = J.CANCELLED
         await clock.advance(2)
         await jobs.wait(job)
