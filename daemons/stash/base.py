@@ -48,9 +48,10 @@ class StashDaemon(Daemon):
     async def run(self) -> None:
         settings = self.settings.stash
         if settings.url is None:
+            # Only when Warden is embedded without its demo Stash; setting stash.url restarts the daemon.
             await self.update_status("No Stash server configured: set stash.url in warden.yaml", problem=True)
-            await self.sleep(86_400, "waiting for stash.url to be set")
-            return
+            while True:
+                await self.sleep(86_400, "waiting for stash.url to be set")
         self.stash = self.new_client()
         try:
             self.library = await self._open_library()
