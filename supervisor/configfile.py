@@ -67,9 +67,6 @@ class Overlay:
     defaults: dict[str, Any] = field(default_factory=dict)  # under the file: the file's values win
     overrides: dict[str, Any] = field(default_factory=dict)  # over the file and the environment
 
-    def apply(self, values: dict[str, Any]) -> dict[str, Any]:
-        return _merged(_merged(self.defaults, values), self.overrides)
-
     def override(self, settings: WardenSettings) -> WardenSettings:
         """`settings` (where the environment already beat the file) with the overrides on top.
 
@@ -97,7 +94,7 @@ def parse(
     document = _parse_yaml(text, source)
     values = _sections(document)
     try:
-        settings = model(**(overlay.apply(values) if overlay else values))
+        settings = model(**(_merged(overlay.defaults, values) if overlay else values))
         if overlay:
             settings = overlay.override(settings)
     except ValidationError as error:

@@ -390,7 +390,6 @@ class JobManager:
         self, running: _Running, poll: Callable[[], Awaitable[ExternalState]], interval: float, stop_timeout: float
     ) -> None:
         """Ask the other system to stop, then watch until it confirms (or time runs out)."""
-        assert running.stop_external is not None
         deadline = self._clock.monotonic() + stop_timeout
         try:
             asked = False
@@ -421,7 +420,7 @@ class JobManager:
 
     async def _ask_to_stop(self, running: _Running) -> bool:
         """Send the stop call; False after a transient failure (any other failure raises)."""
-        assert running.stop_external is not None
+        assert running.stop_external is not None  # set by watch_external, the only kind that stops
         try:
             await running.stop_external()
         except (TransientError, ConnectionError, TimeoutError) as error:

@@ -451,10 +451,10 @@ def test_the_subset_schema_is_a_faithful_subset_of_stashs_real_schema():
     }
 
 
-@pytest.mark.skipif(not REAL_SCHEMA_PRESENT, reason="Stash's real schema is not available here")
 async def test_the_real_schema_serves_fields_the_subset_lacks_and_an_empty_schema_dir_means_the_subset(
     tmp_path, monkeypatch
 ):
+    require_real_schema()
     beyond_subset = "{ findScenes { scenes { id studio { id } performers { id } } } }"
     async with StashDouble() as double:
         double.add_scene("/media/a.mp4")

@@ -75,6 +75,30 @@ def generate_jobs(double: StashDouble) -> list[Any]:
     return [job for job in double.jobs.added if job.description == "Generating..."]
 
 
+@asynccontextmanager
+async def held_generate_job(
+    tmp_path: Path, double: StashDouble, scenes: int = 3, **config: Any
+) -> AsyncIterator[tuple[Kernel, Job]]:
+    """The daemon running, with its generate job running in Stash and held there before it finishes."""
+    for i in range(scenes):
+        double.add_scene(f"/media/{i:02d}.mp4")
+    await synced_library(tmp_path, double, {})
+    double.jobs.hold("finish")
+    async with generating(tmp_path, double, **config) as kernel:
+        await double.until(lambda: [job.status for job in generate_jobs(double)] == ["RUNNING"])
+        await said(kernel, lambda message: message.startswith("Generating covers"))
+        yield kernel, warden_job(kernel)
+
+
+async def scan_in_stash(double: StashDouble, paths: list[str]) -> str:
+    """Start a scan in Stash as another program would; its job id."""
+    client = StashClient(double.url, KEY, timeout=5)
+    try:
+        return await client.metadata_scan(paths)
+    finally:
+        client.close()
+
+
 async def test_only_scenes_missing_an_asset_are_generated_in_batches(tmp_path: Path) -> None:
     async with StashDouble(api_key=KEY, step_delay=0.001) as double:
         scenes = [double.add_scene(f"/media/{i:02d}.mp4").id for i in range(25)]
@@ -100,22 +124,10 @@ async def test_a_scan_makes_it_stop_the_stash_job_wait_for_the_confirmation_and_
     tmp_path: Path,
 ) -> None:
     async with StashDouble(api_key=KEY, step_delay=0.001) as double:
-        for i in range(12):
-            double.add_scene(f"/media/{i:02d}.mp4")
-        await synced_library(tmp_path, double, {})
-        double.jobs.hold("finish")
         double.jobs.hold("stop")
-        async with generating(tmp_path, double, batch_size=100) as kernel:
-            await double.until(lambda: [job.status for job in generate_jobs(double)] == ["RUNNING"])
-            await said(kernel, lambda message: message.startswith("Generating covers"))
-            generating_job = warden_job(kernel)
+        async with held_generate_job(tmp_path, double, scenes=12, batch_size=100) as (kernel, generating_job):
             assert status(kernel).job_type == "stash_generate"
-
-            client = StashClient(double.url, KEY, timeout=5)
-            try:
-                scan = await client.metadata_scan(["/media/new"])
-            finally:
-                client.close()
+            scan = await scan_in_stash(double, ["/media/new"])
             await double.until(lambda: generate_jobs(double)[0].status == "STOPPING")
             await said(kernel, lambda message: message == "Stopping generation: 1 scan job(s) waiting in Stash")
             assert generating_job.status is JobStatus.CANCELLING  # not cancelled before Stash confirms
@@ -156,11 +168,7 @@ async def test_a_busy_stash_queue_is_waited_out(tmp_path: Path) -> None:
         double.add_scene("/media/a.mp4")
         await synced_library(tmp_path, double, {})
         double.jobs.hold("finish")
-        client = StashClient(double.url, KEY, timeout=5)
-        try:
-            await client.metadata_scan(["/media"])
-        finally:
-            client.close()
+        await scan_in_stash(double, ["/media"])
         async with generating(tmp_path, double) as kernel:
             await said(kernel, lambda message: message.startswith("Stash is busy (Scanning... running)"))
             assert generate_jobs(double) == []
@@ -170,14 +178,7 @@ async def test_a_busy_stash_queue_is_waited_out(tmp_path: Path) -> None:
 
 async def test_stopping_the_daemon_stops_its_stash_job_and_waits_for_stash(tmp_path: Path) -> None:
     async with StashDouble(api_key=KEY, step_delay=0.001) as double:
-        for i in range(3):
-            double.add_scene(f"/media/{i:02d}.mp4")
-        await synced_library(tmp_path, double, {})
-        double.jobs.hold("finish")
-        async with generating(tmp_path, double) as kernel:
-            await double.until(lambda: [job.status for job in generate_jobs(double)] == ["RUNNING"])
-            await said(kernel, lambda message: message.startswith("Generating covers"))
-            job = warden_job(kernel)
+        async with held_generate_job(tmp_path, double) as (kernel, job):
             await kernel.supervisor.stop("stash_generation")  # the daemon's run and its client end here
             await kernel.until(lambda: job.status is JobStatus.CANCELLED)
         assert double.calls["stopJob"] == 1  # sent through the job's own client
@@ -186,13 +187,8 @@ async def test_stopping_the_daemon_stops_its_stash_job_and_waits_for_stash(tmp_p
 
 async def test_a_job_cancelled_by_a_person_is_not_started_again_at_once(tmp_path: Path) -> None:
     async with StashDouble(api_key=KEY, step_delay=0.001) as double:
-        double.add_scene("/media/a.mp4")
-        await synced_library(tmp_path, double, {})
-        double.jobs.hold("finish")
-        async with generating(tmp_path, double) as kernel:
-            await double.until(lambda: [job.status for job in generate_jobs(double)] == ["RUNNING"])
-            await said(kernel, lambda message: message.startswith("Generating covers"))
-            await kernel.supervisor.jobs.cancel(warden_job(kernel).id)
+        async with held_generate_job(tmp_path, double, scenes=1) as (kernel, job):
+            await kernel.supervisor.jobs.cancel(job.id)
             await said(kernel, lambda message: message == "Generation cancelled; the next check is on schedule")
             asleep = status(kernel).sleeping_until is not None
         assert asleep
@@ -201,23 +197,11 @@ async def test_a_job_cancelled_by_a_person_is_not_started_again_at_once(tmp_path
 
 async def test_after_a_restart_mid_job_the_new_run_follows_the_job_and_still_yields_to_a_scan(tmp_path: Path) -> None:
     async with StashDouble(api_key=KEY, step_delay=0.001) as double:
-        for i in range(3):
-            double.add_scene(f"/media/{i:02d}.mp4")
-        await synced_library(tmp_path, double, {})
-        double.jobs.hold("finish")
-        async with generating(tmp_path, double, cancel_jobs_on_stop=False) as kernel:
-            await double.until(lambda: [job.status for job in generate_jobs(double)] == ["RUNNING"])
-            await said(kernel, lambda message: message.startswith("Generating covers"))
-            job = warden_job(kernel)
+        async with held_generate_job(tmp_path, double, cancel_jobs_on_stop=False) as (kernel, job):
             await kernel.supervisor.restart("stash_generation")
             await said(kernel, lambda message: message == "Following the generate job an earlier run started")
             assert status(kernel).job_id == job.id
-
-            client = StashClient(double.url, KEY, timeout=5)
-            try:
-                await client.metadata_scan(["/media/new"])
-            finally:
-                client.close()
+            await scan_in_stash(double, ["/media/new"])
             await kernel.until(lambda: job.status is JobStatus.CANCELLED)
             double.jobs.release("finish")
             await said(kernel, lambda message: message.startswith("Generation completed"))

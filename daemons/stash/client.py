@@ -107,11 +107,7 @@ _JOB_FIELDS = "id status description progress error"
 
 def connection_of(url: str, api_key: str | None) -> dict[str, Any]:
     """stashapi's connection dict for a Stash URL like http://127.0.0.1:9999."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise StashError(f"the Stash URL {url!r} must look like http://host:9999")
-    if parts.path not in ("", "/") or parts.query:
-        raise StashError(f"the Stash URL {url!r} must not have a path: Stash answers at /graphql on its root")
+    parts = urlsplit(url)  # its shape is checked with the settings (StashSettings.url)
     port = parts.port or (443 if parts.scheme == "https" else 80)
     connection: dict[str, Any] = {"Scheme": parts.scheme, "Host": parts.hostname, "Port": port}
     if api_key:
