@@ -13,10 +13,10 @@ from collections.abc import Awaitable, Callable
 
 from pydantic import Field
 
-from daemons.stash.base import StashDaemon, StashDaemonConfig
+from daemons.stash.base import StashDaemon
 from daemons.stash.client import StashClient, StashError, StashJob
 from daemons.stash.library import ASSETS
-from supervisor import ExternalState, JobFailed, JobStatus, TransientError
+from supervisor import DaemonConfig, ExternalState, JobFailed, JobStatus, TransientError
 from supervisor.clock import sleep
 from supervisor.jobs import ACTIVE, Job
 
@@ -29,7 +29,7 @@ class StashGeneration(StashDaemon):
     title = "Stash Generation"
     reloadable = True  # every cycle reads self.config afresh
 
-    class Config(StashDaemonConfig):
+    class Config(DaemonConfig):
         interval: float = Field(
             600, ge=1, le=86_400, description="Seconds between checks for scenes lacking generated assets."
         )

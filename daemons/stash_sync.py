@@ -17,10 +17,10 @@ from typing import Any
 
 from pydantic import Field
 
-from daemons.stash.base import StashDaemon, StashDaemonConfig
+from daemons.stash.base import StashDaemon
 from daemons.stash.client import StashClient
 from daemons.stash.library import SCENE_FIELDS, SceneLibrary, SceneRecord, SyncMarks, utc_offset, utc_text
-from supervisor import JobContext, JobFailed, JobStatus
+from supervisor import DaemonConfig, JobContext, JobFailed, JobStatus
 
 _SECOND = timedelta(seconds=1)
 _WIDEST_OFFSET = 14 * 3600  # UTC+14 (Kiribati) is the farthest any zone is from UTC
@@ -31,7 +31,7 @@ class StashSync(StashDaemon):
     title = "Stash Sync"
     reloadable = True  # every cycle reads self.config afresh
 
-    class Config(StashDaemonConfig):
+    class Config(DaemonConfig):
         interval: float = Field(300, ge=1, le=86_400, description="Seconds between incremental syncs.")
         full_sync_interval: float = Field(
             86_400,

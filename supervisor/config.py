@@ -46,7 +46,8 @@ class DaemonConfig(Section):
         1,
         ge=0.01,
         le=3600,
-        description="Delay before the first restart after a crash, in seconds; it doubles with each further crash.",
+        description="Delay before the first restart after a crash (or the first retry after a failure the daemon "
+        "rides out, such as its service being down), in seconds; it doubles each time.",
     )
     backoff_max: float = Field(300, ge=0.01, le=86_400, description="Longest delay between restarts, in seconds.")
     max_restarts: int = Field(

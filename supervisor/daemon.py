@@ -208,6 +208,20 @@ class Daemon:
         """Sleep visibly ("sleeping until T: reason"). Returns True when woken early ("run now")."""
         return await self.context.sleep(seconds, reason)
 
+    async def wait_out(self, problem: str, failures: int) -> None:
+        """Show `problem` (a service unreachable, credentials refused) and sleep before trying again.
+
+        The wait is backoff_initial, doubled for each failure in a row (`failures`, from 1), up to
+        backoff_max. For failures the daemon rides out itself: raising instead would restart it
+        and count towards `fatal`, which an outage of its service should never reach.
+        """
+        delay = min(self.config.backoff_max, self.config.backoff_initial * 2.0 ** (failures - 1))
+        self.log.warning("retrying after a failure", problem=problem, attempt=failures, retry_in=round(delay, 2))
+        problem = problem.strip()
+        sentence = problem[:1].upper() + problem[1:] + ("" if problem.endswith((".", "!", "?")) else ".")
+        await self.update_status(f"{sentence} Retrying in {delay:g} s.", problem=True)
+        await self.sleep(delay, "retry after a failure")
+
     async def run_job(self, job_type: str, key: str, func: JobFunction, *, max_attempts: int = 3) -> Any:
         """Run `func(job_context)` as a job (or join the active one with this type and key) and wait.
 

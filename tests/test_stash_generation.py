@@ -21,7 +21,7 @@ ALL = frozenset(ASSETS)
 
 
 def settings_for(tmp_path: Path, double: StashDouble, **config: Any) -> Any:
-    daemon = {"interval": 3600, "batch_size": 10, "poll_interval": 0.05, "retry_initial": 30, **config}
+    daemon = {"interval": 3600, "batch_size": 10, "poll_interval": 0.05, "backoff_initial": 30, **config}
     return make_settings(
         [StashGeneration],
         tmp_path,

@@ -188,7 +188,7 @@ async def test_stash_going_down_mid_sync_shows_a_problem_then_recovers_with_a_co
                     gone.append(asyncio.create_task(double.down()))
 
         double.before = go_down_on_page_four
-        async with syncing(tmp_path, double, retry_initial=0.05, retry_max=0.1) as kernel:
+        async with syncing(tmp_path, double, backoff_initial=0.05, backoff_max=0.1) as kernel:
             await kernel.until(lambda: status(kernel).problem, timeout=30)
             problem = status(kernel).message
             failed = await sync_jobs(kernel)
@@ -207,7 +207,7 @@ async def test_stash_going_down_mid_sync_shows_a_problem_then_recovers_with_a_co
 async def test_a_refused_api_key_is_a_visible_problem_not_nothing_to_sync(tmp_path: Path) -> None:
     async with StashDouble(api_key="the-key-stash-really-wants") as double:
         double.add_scene("/media/a.mp4")
-        async with syncing(tmp_path, double, retry_initial=30) as kernel:
+        async with syncing(tmp_path, double, backoff_initial=30) as kernel:
             await kernel.until(lambda: status(kernel).problem, timeout=30)
             current = status(kernel).snapshot()
     assert current.message == (f"Stash at {double.url} refused the API key (check stash.api_key). Retrying in 30 s.")

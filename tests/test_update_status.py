@@ -13,6 +13,7 @@ import sqlite3
 from supervisor.daemon import Daemon
 from supervisor.models import DaemonState, DaemonStatus
 from tests.daemons_for_tests import Retrier, Worker
+from tests.fakeclock import FakeClock
 from tests.harness import Kernel, running_kernel
 
 CALLS = 100_000
@@ -140,3 +141,36 @@ async def test_a_problem_is_not_carried_into_a_stop_a_restart_or_a_crash(tmp_pat
         await kernel.supervisor.start("gives_up")
         await kernel.until_state("gives_up", DaemonState.BACKOFF)
         assert (crashed.message, crashed.problem, crashed.last_error) == ("", False, "RuntimeError: giving up")
+
+
+class Outage(Daemon):
+    """Its service is down for three tries in a row, then back."""
+
+    name = "outage"
+    title = "Outage"
+
+    async def run(self) -> None:
+        for failures in (1, 2, 3):
+            await self.wait_out("cannot reach the service: connection refused", failures)
+        await self.update_status("service back")
+        await self.sleep(3600, "next round")
+
+
+async def test_wait_out_shows_the_problem_and_doubles_its_wait_up_to_backoff_max(tmp_path):
+    clock = FakeClock()
+    daemons = {"outage": {"backoff_initial": 2, "backoff_max": 5}}
+    async with running_kernel([Outage], tmp_path, clock=clock, daemons=daemons) as kernel:
+        await kernel.supervisor.start("outage")
+        status = kernel.supervisor.runner("outage").status
+        seen = []
+        for wait in (2, 4, 5):
+            await kernel.until(lambda: status.problem and status.sleeping_until is not None)
+            seen.append((status.message, status.sleeping_until - clock.time()))
+            await clock.advance(wait)
+        await kernel.until(lambda: status.message == "service back")
+        assert not status.problem and kernel.state("outage") is DaemonState.RUNNING
+    assert seen == [
+        ("Cannot reach the service: connection refused. Retrying in 2 s.", 2),
+        ("Cannot reach the service: connection refused. Retrying in 4 s.", 4),
+        ("Cannot reach the service: connection refused. Retrying in 5 s.", 5),
+    ]

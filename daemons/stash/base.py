@@ -13,19 +13,10 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import ClassVar
 
-from pydantic import Field
-
 from daemons.stash.client import StashClient, StashError
 from daemons.stash.library import LibraryError, SceneLibrary
-from supervisor import Daemon, DaemonConfig, JobFailed
+from supervisor import Daemon, JobFailed
 from supervisor.config import WardenSettings
-
-
-class StashDaemonConfig(DaemonConfig):
-    retry_initial: float = Field(
-        5, ge=0.01, le=3600, description="Seconds before the first retry after Stash failed; doubles each time."
-    )
-    retry_max: float = Field(300, ge=0.01, le=86_400, description="Longest wait between retries, in seconds.")
 
 
 def library_path(settings: WardenSettings) -> Path:
@@ -34,7 +25,6 @@ def library_path(settings: WardenSettings) -> Path:
 
 class StashDaemon(Daemon):
     uses: ClassVar[frozenset[str]] = frozenset({"stash", "paths"})
-    config: StashDaemonConfig
     stash: StashClient
     library: SceneLibrary
 
@@ -89,10 +79,10 @@ class StashDaemon(Daemon):
                 await self.cycle()
             except (StashError, LibraryError) as error:
                 failures += 1
-                await self._wait_out(str(error), failures)
+                await self.wait_out(str(error), failures)
             except JobFailed as failed:  # a job that kept failing (its transient errors were retried already)
                 failures += 1
-                await self._wait_out(f"the {failed.job.type} job failed: {failed.job.error}", failures)
+                await self.wait_out(f"the {failed.job.type} job failed: {failed.job.error}", failures)
             else:
                 failures = 0
 
@@ -103,17 +93,4 @@ class StashDaemon(Daemon):
                 return await SceneLibrary.open(library_path(self.settings))
             except LibraryError as error:
                 failures += 1
-                await self._wait_out(str(error), failures)
-
-    async def _wait_out(self, problem: str, failures: int) -> None:
-        """Show the problem and sleep before the next try, twice as long each time."""
-        delay = min(self.config.retry_max, self.config.retry_initial * 2.0 ** (failures - 1))
-        self.log.warning("retrying after a failure", problem=problem, attempt=failures, retry_in=round(delay, 2))
-        await self.update_status(f"{_sentence(problem)} Retrying in {delay:g} s.", problem=True)
-        await self.sleep(delay, "retry after a failure")
-
-
-def _sentence(text: str) -> str:
-    text = text.strip()
-    text = text[:1].upper() + text[1:]
-    return text if text.endswith((".", "!", "?")) else text + "."
+                await self.wait_out(str(error), failures)

@@ -31,8 +31,8 @@ logger = structlog.get_logger("warden.demo")
 
 #: Short intervals, so that something happens every few seconds. Under the file's values.
 DEMO_DAEMON_SETTINGS = {
-    "stash_sync": {"interval": 15, "full_sync_interval": 300, "overlap": 5, "retry_initial": 1, "retry_max": 10},
-    "stash_generation": {"interval": 20, "batch_size": 8, "poll_interval": 1, "retry_initial": 1, "retry_max": 10},
+    "stash_sync": {"interval": 15, "full_sync_interval": 300, "overlap": 5, "backoff_initial": 1, "backoff_max": 10},
+    "stash_generation": {"interval": 20, "batch_size": 8, "poll_interval": 1, "backoff_initial": 1, "backoff_max": 10},
 }
 #: Seconds a step of a demo Stash job takes: slow enough to watch a job's progress.
 DEMO_JOB_STEP = 0.4
