@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
@@ -177,6 +178,43 @@ async def test_an_answer_that_is_not_stash_is_a_bad_response(unused_tcp_port: in
     client = StashClient(f"http://127.0.0.1:{unused_tcp_port}", None, timeout=5)
     try:
         with pytest.raises(StashBadResponse, match="unexpected answer"):
+            await client.version()
+    finally:
+        client.close()
+        await runner.cleanup()
+
+
+async def test_a_timeout_never_cancels_the_other_calls_waiting_for_stash(double: StashDouble) -> None:
+    client = StashClient(double.url, KEY, timeout=0.5)
+    try:
+        assert await client.version() == "v0.30.1"
+        double.latency = 2.0
+        outcomes = await asyncio.gather(client.version(), client.job_queue(), return_exceptions=True)
+        double.latency = 0.0
+        assert [type(outcome) for outcome in outcomes] == [StashTimeout, StashTimeout]
+        assert await client.version() == "v0.30.1"
+    finally:
+        client.close()
+
+
+@pytest.mark.parametrize(
+    ("status", "error"),
+    [(401, StashUnauthorized), (403, StashUnauthorized), (502, StashUnreachable), (503, StashUnreachable)],
+)
+async def test_http_statuses_are_mapped_to_what_they_mean(
+    unused_tcp_port: int, status: int, error: type[Exception]
+) -> None:
+    async def answer(request: web.Request) -> web.Response:
+        return web.Response(status=status, text="")
+
+    app = web.Application()
+    app.router.add_post("/graphql", answer)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", unused_tcp_port).start()
+    client = StashClient(f"http://127.0.0.1:{unused_tcp_port}", "a-key", timeout=5)
+    try:
+        with pytest.raises(error):
             await client.version()
     finally:
         client.close()
