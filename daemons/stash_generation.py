@@ -9,19 +9,16 @@ job to its end. When a scan shows up in Stash's queue it stops its generate job 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 
 from pydantic import Field
 
 from daemons.stash.base import StashDaemon
-from daemons.stash.client import StashClient, StashError, StashJob
+from daemons.stash.client import StashError, StashJob
+from daemons.stash.jobs import launch_stash_job
 from daemons.stash.library import ASSETS
-from supervisor import DaemonConfig, ExternalState, JobFailed, JobStatus, TransientError
+from supervisor import DaemonConfig, JobFailed, JobStatus
 from supervisor.clock import sleep
-from supervisor.jobs import ACTIVE, Job
-
-#: Polls of a Stash job that may fail in a row (Stash restarting) before the job counts as lost.
-_POLL_MISSES = 5
+from supervisor.jobs import Job
 
 
 class StashGeneration(StashDaemon):
@@ -99,18 +96,14 @@ class StashGeneration(StashDaemon):
     async def _generate(self, scene_ids: list[str], assets: list[str], number: int, batches: int) -> bool:
         """Run one Stash generate job for these scenes; True when it finished."""
         stash_job_id = await self.stash.metadata_generate(scene_ids, assets)
-        # The job's poll and stop have a client of their own: the job may outlive this run.
-        job_stash = self.new_client()
-        job = await self.launch_external_job(
+        job = await launch_stash_job(
+            self,
             "stash_generate",
             "generate",
             stash_job_id,
-            self._poller(job_stash, stash_job_id),
-            lambda: self._stop(job_stash, stash_job_id),
             interval=self.config.poll_interval,
             stop_timeout=self.config.stop_confirm_timeout,
         )
-        self.context.jobs.listen(job, lambda changed: job_stash.close() if changed.status not in ACTIVE else None)
         await self.update_status(
             f"Generating {', '.join(assets)} for {len(scene_ids)} scenes (batch {number} of {batches})",
             job_id=job.id,
@@ -140,29 +133,6 @@ class StashGeneration(StashDaemon):
         if ended.status is not JobStatus.COMPLETED:
             raise JobFailed(ended)
         return True
-
-    def _poller(self, stash: StashClient, stash_job_id: str) -> Callable[[], Awaitable[ExternalState]]:
-        misses = 0
-
-        async def poll() -> ExternalState:
-            nonlocal misses
-            try:
-                found = await stash.find_job(stash_job_id)
-            except TransientError as error:
-                misses += 1
-                if misses >= _POLL_MISSES:
-                    raise
-                return ExternalState(JobStatus.RUNNING, message=f"Stash not answering ({error}); still waiting")
-            misses = 0
-            if found is None:
-                return ExternalState(JobStatus.FAILED, error=f"Stash no longer knows job {stash_job_id}")
-            return found.external_state()
-
-        return poll
-
-    @staticmethod
-    async def _stop(stash: StashClient, stash_job_id: str) -> None:
-        await stash.stop_job(stash_job_id)
 
     async def _yield_to_scans(self, job: Job) -> bool:
         """Stop the generate job as soon as a scan waits in Stash's queue; True once it asked."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import traceback
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, NoReturn, Protocol
 
 import structlog
 
@@ -221,6 +221,32 @@ class Daemon:
         sentence = problem[:1].upper() + problem[1:] + ("" if problem.endswith((".", "!", "?")) else ".")
         await self.update_status(f"{sentence} Retrying in {delay:g} s.", problem=True)
         await self.sleep(delay, "retry after a failure")
+
+    async def wait_for_setting(self, problem: str) -> NoReturn:
+        """Show that a setting the daemon needs is missing, and wait: setting it restarts the daemon
+        (a shared section it `uses`) or wakes it with the new config (its own section)."""
+        await self.update_status(problem, problem=True)
+        while True:
+            await self.sleep(86_400, "waiting for the setting")
+
+    async def run_cycles(self, cycle: Callable[[], Awaitable[None]], outages: tuple[type[Exception], ...] = ()) -> None:
+        """Call `cycle()` forever (it ends with the daemon's visible sleep until the next).
+
+        A failure of one of the `outages` kinds (its service down, refusing the credentials) or
+        a failed job is ridden out with `wait_out`; anything else crashes the run as usual.
+        """
+        failures = 0
+        while True:
+            try:
+                await cycle()
+            except outages as error:
+                failures += 1
+                await self.wait_out(str(error), failures)
+            except JobFailed as failed:  # a job that kept failing (its transient errors were retried already)
+                failures += 1
+                await self.wait_out(f"the {failed.job.type} job failed: {failed.job.error}", failures)
+            else:
+                failures = 0
 
     async def run_job(self, job_type: str, key: str, func: JobFunction, *, max_attempts: int = 3) -> Any:
         """Run `func(job_context)` as a job (or join the active one with this type and key) and wait.

@@ -13,7 +13,7 @@ from supervisor.clock import Clock, SystemClock
 from supervisor.config import WardenSettings, settings_model
 from supervisor.daemon import Daemon
 from supervisor.hub import Batch, StatusHub
-from supervisor.jobs import JobManager
+from supervisor.jobs import Job, JobManager
 from supervisor.models import DaemonState, Event
 from supervisor.persist import StoreWriter
 from supervisor.store import Store
@@ -40,6 +40,7 @@ class Kernel:
         self.supervisor = supervisor
         self.clock = clock
         self.events: list[Event] = []  # every event published since the kernel started
+        self.jobs: dict[str, Job] = {}  # the latest state of every job published since (seen by `until`)
         self._recorder = hub.subscribe(max_lines=1_000_000)
 
     def state(self, name: str) -> DaemonState:
@@ -56,7 +57,11 @@ class Kernel:
                 self._record(await self._recorder.get())
 
     def _record(self, batch: Batch) -> None:
-        self.events.extend(delta.data for delta in batch.deltas if delta.kind == "event")
+        for delta in batch.deltas:
+            if delta.kind == "event":
+                self.events.append(delta.data)
+            elif delta.kind == "job":
+                self.jobs[delta.data.id] = delta.data
 
     async def until_state(self, name: str, state: DaemonState, timeout: float = 5.0) -> None:
         await self.until(lambda: self.state(name) is state, timeout)

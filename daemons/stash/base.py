@@ -15,7 +15,7 @@ from typing import ClassVar
 
 from daemons.stash.client import StashClient, StashError
 from daemons.stash.library import LibraryError, SceneLibrary
-from supervisor import Daemon, JobFailed
+from supervisor import Daemon
 from supervisor.config import WardenSettings
 
 
@@ -38,31 +38,23 @@ class StashDaemon(Daemon):
     async def run(self) -> None:
         settings = self.settings.stash
         if settings.url is None:
-            # Only when Warden is embedded without its demo Stash; setting stash.url restarts the daemon.
-            await self.update_status("No Stash server configured: set stash.url in warden.yaml", problem=True)
-            while True:
-                await self.sleep(86_400, "waiting for stash.url to be set")
-        self.stash = self.new_client()
+            # Only when Warden is embedded without its demo Stash.
+            await self.wait_for_setting("No Stash server configured: set stash.url in warden.yaml")
+        self.stash = StashClient.from_settings(settings)
         try:
             self.library = await self._open_library()
             try:
-                await self._cycles()
+                await self.run_cycles(self.cycle, (StashError, LibraryError))
             finally:
                 await self.library.close()
         finally:
             self.stash.close()
 
-    def new_client(self) -> StashClient:
-        settings = self.settings.stash
-        assert settings.url is not None
-        api_key = settings.api_key.get_secret_value() if settings.api_key else None
-        return StashClient(settings.url, api_key, settings.timeout)
-
     @asynccontextmanager
     async def own_resources(self) -> AsyncIterator[tuple[StashClient, SceneLibrary]]:
         """A Stash client and a library handle for a job: a job may outlive the daemon run that
         launched it (a restart, or a stop with cancel_jobs_on_stop off), so it never borrows the run's."""
-        stash = self.new_client()
+        stash = StashClient.from_settings(self.settings.stash)
         try:
             library = await SceneLibrary.open(library_path(self.settings))
             try:
@@ -71,20 +63,6 @@ class StashDaemon(Daemon):
                 await library.close()
         finally:
             stash.close()
-
-    async def _cycles(self) -> None:
-        failures = 0
-        while True:
-            try:
-                await self.cycle()
-            except (StashError, LibraryError) as error:
-                failures += 1
-                await self.wait_out(str(error), failures)
-            except JobFailed as failed:  # a job that kept failing (its transient errors were retried already)
-                failures += 1
-                await self.wait_out(f"the {failed.job.type} job failed: {failed.job.error}", failures)
-            else:
-                failures = 0
 
     async def _open_library(self) -> SceneLibrary:
         failures = 0

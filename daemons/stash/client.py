@@ -10,10 +10,7 @@ failure comes out as one of the StashError types below. The API key travels in t
 
 from __future__ import annotations
 
-import asyncio
-import re
 from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -22,7 +19,9 @@ import requests
 from stashapi.classes import GQLException, GQLWrapper
 from stashapi.stashapp import StashInterface
 
+from daemons.blocking import BlockingConnection, failure_reason
 from supervisor import ExternalState, JobStatus, TransientError
+from supervisor.config import StashSettings
 
 T = TypeVar("T")
 
@@ -35,7 +34,6 @@ _JOB_STATES = {
     "CANCELLED": JobStatus.CANCELLED,
     "FAILED": JobStatus.FAILED,
 }
-_ERRNO_TEXT = re.compile(r"\[Errno -?\d+\] ([^'\")]+)")
 
 
 class StashError(Exception):
@@ -120,12 +118,18 @@ class StashClient:
 
     def __init__(self, url: str, api_key: str | None, timeout: float) -> None:
         self.url = url.rstrip("/")
-        self._connection = connection_of(url, api_key)
+        connection = connection_of(url, api_key)
         self._timeout = timeout
-        self._worker = _Worker(self._connection, timeout)
+        self._stash = BlockingConnection(lambda: _Interface(connection, timeout), _disconnect, timeout, "stash")
+
+    @classmethod
+    def from_settings(cls, settings: StashSettings) -> StashClient:
+        assert settings.url is not None, "no Stash URL configured"
+        api_key = settings.api_key.get_secret_value() if settings.api_key else None
+        return cls(settings.url, api_key, settings.timeout)
 
     def close(self) -> None:
-        self._worker.close()
+        self._stash.close()
 
     # -- reads -------------------------------------------------------------------------
 
@@ -235,22 +239,15 @@ class StashClient:
     # -- the call path -----------------------------------------------------------------
 
     async def _call(self, request: Callable[[StashInterface], T]) -> T:
-        """Run `request` in the worker thread, connecting first when needed; map every failure."""
-        worker = self._worker
+        """Run `request` in the connection's thread; map every failure to a StashError."""
         try:
-            async with asyncio.timeout(self._timeout):
-                return await asyncio.get_running_loop().run_in_executor(worker.executor, worker.run, request)
+            return await self._stash.call(request)
         except TimeoutError:
-            # The thread may still be stuck in a read: later calls get a new thread and connection,
-            # while calls already queued behind the stuck one run (and time out) on their own.
-            if worker is self._worker:
-                self._worker = _Worker(self._connection, self._timeout)
-                worker.close()
             raise StashTimeout(f"Stash at {self.url} did not answer within {self._timeout:g} s") from None
         except Exception as error:
             failure = self._translate(error)
             if isinstance(failure, TransientError | StashUnauthorized):
-                worker.forget()  # connect afresh next time (Stash may have restarted, or the key changed)
+                self._stash.forget()  # connect afresh next time (Stash may have restarted, or the key changed)
             raise failure from None
 
     def _translate(self, error: Exception) -> StashError:
@@ -267,48 +264,19 @@ class StashClient:
         if isinstance(error, requests.Timeout):
             return StashTimeout(f"Stash at {self.url} did not answer within {self._timeout:g} s")
         if isinstance(error, requests.ConnectionError):
-            return StashUnreachable(f"cannot reach Stash at {self.url}: {_reason(error)}")
+            return StashUnreachable(f"cannot reach Stash at {self.url}: {failure_reason(error)}")
         if isinstance(error, GQLException):
             message = str(error).strip()
             if "database is locked" in message:
                 return StashBusy(f"Stash is busy (database locked): {message}")
             return StashGraphQLError(f"Stash refused the request: {message}")
         if isinstance(error, requests.RequestException):
-            return StashUnreachable(f"cannot talk to Stash at {self.url}: {_reason(error)}")
+            return StashUnreachable(f"cannot talk to Stash at {self.url}: {failure_reason(error)}")
         return StashBadResponse(f"unexpected answer from Stash at {self.url}: {type(error).__name__}: {error}")
 
 
-class _Worker:
-    """One thread and the stashapi connection only it uses; replaced whole after a timeout."""
-
-    def __init__(self, connection: dict[str, Any], timeout: float) -> None:
-        self._connection = connection
-        self._timeout = timeout
-        self._stash: _Interface | None = None
-        self._closed = False
-        # One thread: stashapi's requests session is not meant to be shared between threads.
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stash")
-
-    def run(self, request: Callable[[StashInterface], T]) -> T:
-        """In the worker thread: connect when needed (three requests, introspection included), then ask."""
-        if self._stash is None:
-            self._stash = _Interface(self._connection, self._timeout)
-        return request(self._stash)
-
-    def forget(self) -> None:
-        if not self._closed:
-            self.executor.submit(self._drop)
-
-    def close(self) -> None:
-        if not self._closed:
-            self._closed = True
-            self.executor.submit(self._drop)
-            self.executor.shutdown(wait=False)
-
-    def _drop(self) -> None:
-        stash, self._stash = self._stash, None
-        if stash is not None:
-            stash.s.close()
+def _disconnect(stash: StashInterface) -> None:
+    stash.s.close()
 
 
 class _HTTPStatus(Exception):
@@ -325,12 +293,6 @@ _SCAN_FLAGS = {
     "sprites": "scanGenerateSprites",
     "phashes": "scanGeneratePhashes",
 }
-
-
-def _reason(error: BaseException) -> str:
-    """The OS-level reason inside requests' wrapped errors ("Connection refused")."""
-    match = _ERRNO_TEXT.search(str(error))
-    return match.group(1).strip() if match else type(error).__name__
 
 
 class _TimedSession(GQLWrapper):

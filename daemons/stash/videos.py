@@ -96,10 +96,13 @@ def make_video(
     return target
 
 
-def probe(path: Path | str) -> VideoInfo | None:
-    """What ffprobe reads from `path`; None when it is not a readable video."""
+def probe(path: Path | str, timeout: float | None = None) -> VideoInfo | None:
+    """What ffprobe reads from `path`; None when it is not a readable video (or not within `timeout` s)."""
     command = [_tool("ffprobe"), "-v", "error", "-print_format", "json", "-show_format", "-show_streams", str(path)]
-    completed = subprocess.run(command, capture_output=True, text=True, check=False)
+    try:
+        completed = subprocess.run(command, capture_output=True, text=True, check=False, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return None
     if completed.returncode != 0:
         return None
     report = json.loads(completed.stdout or "{}")

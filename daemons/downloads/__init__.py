@@ -1,0 +1,1 @@
+"""Downloads: placing the media files of completed torrents into the library."""
