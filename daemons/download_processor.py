@@ -3,13 +3,14 @@
 Each cycle lists the completed torrents of a qBittorrent category that carry neither the
 synced nor the error tag, hard-links their media files into `destination` (copying across
 filesystems; the download itself is never moved or deleted), asks Stash to scan exactly the
-files placed, tags the torrents synced, and follows Stash's scan to its end.
+files placed, follows that scan to its end, and only then tags the torrents synced.
 
-Torrents are tagged synced only once Stash has taken the scan request: a cycle cut short
-(qBittorrent or Stash down, Warden stopped) leaves them untagged, and the next cycle finds
-their files already in place and asks for the scan again. A torrent whose files cannot be
-placed safely (a name escaping the destination, a link leading out of the download, a
-different file in the way) gets the error tag, and the reason is logged and kept in the job.
+A cycle cut short (qBittorrent or Stash down, a scan failed or stopped, Warden stopped)
+leaves the torrents untagged, and the next cycle finds their files already in place and asks
+for the scan again. A torrent whose files cannot be placed safely (a name escaping the
+destination, a link leading out of the download, a different file in the way) gets the error
+tag, and the reason is logged, shown and kept in the job; its names and sources are all
+checked before any of its files is placed.
 """
 
 from __future__ import annotations
@@ -21,14 +22,16 @@ from typing import Any
 
 from pydantic import Field, field_validator, model_validator
 
-from daemons.downloads.files import DestinationError, Placement, UnsafeFile, place, relative_name, select_media
+from daemons.downloads.files import Placement, UnsafeFile, place, select_media, source_of
 from daemons.qbittorrent.client import QbittorrentClient, QbittorrentError, Torrent
-from daemons.stash.client import StashClient, StashError
+from daemons.stash.client import StashClient
 from daemons.stash.jobs import launch_stash_job
-from daemons.stash.videos import VideoToolMissing, probe
+from daemons.stash.videos import probe
 from supervisor import Daemon, DaemonConfig
 from supervisor.jobs import JobContext
 
+#: qBittorrent states of a complete torrent at rest (seeding, queued or paused), its files in place.
+SETTLED = frozenset({"uploading", "stalledUP", "pausedUP", "queuedUP", "forcedUP", "stoppedUP"})
 VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mkv", ".avi", ".mov", ".wmv", ".webm", ".flv", ".mpg", ".mpeg", ".ts")
 #: Seconds ffprobe gets to read one file's duration.
 PROBE_TIMEOUT = 30
@@ -76,7 +79,9 @@ class DownloadProcessor(Daemon):
         @field_validator("category")
         @classmethod
         def _empty_is_every(cls, category: str | None) -> str | None:
-            return category.strip() or None if category is not None else None
+            if category is None or not category.strip():
+                return None
+            return category.strip()
 
         @field_validator("synced_tag", "error_tag")
         @classmethod
@@ -117,14 +122,16 @@ class DownloadProcessor(Daemon):
     qbittorrent: QbittorrentClient
 
     async def run(self) -> None:
-        url = self.settings.qbittorrent.url
-        if url is None:
+        if self.settings.qbittorrent.url is None:
             await self.wait_for_setting("No qBittorrent configured: set qbittorrent.url in warden.yaml")
-        if self.config.scan_after and self.settings.stash.url is None:
-            await self.wait_for_setting("No Stash server configured: set stash.url, or scan_after: false")
+        if self.settings.stash.url is None:
+            await self.wait_for_setting(
+                "No Stash server configured: set stash.url, or scan_after: false",
+                until=lambda: not self.config.scan_after,
+            )
         self.qbittorrent = QbittorrentClient.from_settings(self.settings.qbittorrent)
         try:
-            await self.run_cycles(self.cycle, (QbittorrentError, StashError, DestinationError, VideoToolMissing))
+            await self.run_cycles(self.cycle, (QbittorrentError,))
         finally:
             self.qbittorrent.close()
 
@@ -139,7 +146,8 @@ class DownloadProcessor(Daemon):
         await self.update_status("Checking qBittorrent for new downloads")
         completed = await self.qbittorrent.completed(config.category)
         done = {config.synced_tag, config.error_tag}
-        pending = [torrent for torrent in completed if not torrent.tags & done]
+        # Settled torrents only: one being checked, moved or missing its files is looked at next time.
+        pending = [torrent for torrent in completed if not torrent.tags & done and torrent.state in SETTLED]
         if not pending:
             where = f"in category {config.category}" if config.category else "in any category"
             await self.update_status(f"No new downloads {where}")
@@ -161,25 +169,27 @@ class DownloadProcessor(Daemon):
             await self.update_status(
                 f"Waiting for Stash to scan {len(result['placed'])} new files", job_id=scan.id, job_type=scan.type
             )
-            await self.wait_for_job(scan)
-        await self.update_status(_summary(result))
+            await self.wait_for_job(scan)  # a scan that fails or is stopped leaves the torrents untagged
+        await self.qbittorrent.add_tag(result["synced"], config.synced_tag)
+        self.log.info("torrents placed and tagged", torrents=len(result["synced"]), tag=config.synced_tag)
+        await self.update_status(_summary(result, config.error_tag))
         await self.sleep(config.interval, "next check for new downloads")
 
     async def _process(self, job: JobContext, torrents: list[Torrent], config: Config) -> dict[str, Any]:
-        """The job: place every torrent's media files, ask Stash to scan them, tag the torrents."""
+        """The job: place every torrent's media files (error-tagging those that cannot be), ask Stash to scan them.
+
+        The torrents placed are tagged synced by the daemon once Stash has scanned their files.
+        """
         assert config.destination is not None
-        # Clients of the job's own: a job may outlive the daemon run that launched it.
+        # A client of the job's own: a job may outlive the daemon run that launched it.
         qbittorrent = QbittorrentClient.from_settings(self.settings.qbittorrent)
         try:
             placed: dict[str, str] = {}  # path → how it got there
-            synced: list[Torrent] = []
+            synced: list[str] = []
             failed: dict[str, str] = {}
             for number, torrent in enumerate(torrents, start=1):
-                job.progress(
-                    done=number - 1,
-                    total=len(torrents),
-                    message=f"Processing torrent {number}/{len(torrents)}: {torrent.name}",
-                )
+                message = f"Processing torrent {number}/{len(torrents)}: {torrent.name}"
+                job.progress(done=number - 1, total=len(torrents), message=message)
                 try:
                     for path, placement in await self._place(qbittorrent, torrent, config, config.destination):
                         placed[str(path)] = placement
@@ -188,15 +198,12 @@ class DownloadProcessor(Daemon):
                     self.log.error("torrent not placed: tagged as an error", torrent=torrent.name, reason=str(unsafe))
                     await qbittorrent.add_tag([torrent.hash], config.error_tag)
                     continue
-                synced.append(torrent)
+                synced.append(torrent.hash)
             job.progress(done=len(torrents), message="Asking Stash to scan the new files" if placed else None)
             scan_job = await self._request_scan(list(placed)) if placed and config.scan_after else None
-            await qbittorrent.add_tag([torrent.hash for torrent in synced], config.synced_tag)
-            for torrent in synced:
-                self.log.info("torrent placed and tagged", torrent=torrent.name, tag=config.synced_tag)
             return {
                 "torrents": len(torrents),
-                "synced": [torrent.name for torrent in synced],
+                "synced": synced,
                 "failed": failed,
                 "placed": placed,
                 "scan_job": scan_job,
@@ -207,22 +214,22 @@ class DownloadProcessor(Daemon):
     async def _place(
         self, qbittorrent: QbittorrentClient, torrent: Torrent, config: Config, destination: Path
     ) -> list[tuple[Path, Placement]]:
-        media = select_media(await qbittorrent.files(torrent.hash), config.extensions, config.min_size)
-        for file in media:
-            relative_name(file.name)  # every name checked before any file is placed
+        """Place the torrent's media files; every one is checked (and probed) before any is placed."""
         save_path = Path(torrent.save_path)
-        placements = []
+        media = select_media(await qbittorrent.files(torrent.hash), config.extensions, config.min_size)
+        wanted = []
         for file in media:
-            if config.min_duration and not await self._long_enough(save_path / file.name, config.min_duration):
-                continue
-            placements.append(await asyncio.to_thread(place, save_path, file.name, destination))
-        return placements
+            source, _ = await asyncio.to_thread(source_of, save_path, file.name)
+            if not config.min_duration or await self._long_enough(source, file.name, config.min_duration):
+                wanted.append(file.name)
+        return [await asyncio.to_thread(place, save_path, name, destination) for name in wanted]
 
-    async def _long_enough(self, path: Path, min_duration: float) -> bool:
-        info = await asyncio.to_thread(probe, path, timeout=PROBE_TIMEOUT)
-        if info is None or info.duration < min_duration:
-            reason = "not a readable video" if info is None else f"{info.duration:.1f} s long"
-            self.log.info("file left out", file=str(path), reason=reason, min_duration=min_duration)
+    async def _long_enough(self, source: Path, name: str, min_duration: float) -> bool:
+        info = await asyncio.to_thread(probe, source, timeout=PROBE_TIMEOUT)
+        if info is None:
+            raise UnsafeFile(f"{name}: ffprobe cannot read it as a video (within {PROBE_TIMEOUT} s)")
+        if info.duration < min_duration:
+            self.log.info("file left out: too short", file=name, seconds=round(info.duration, 1))
             return False
         return True
 
@@ -236,10 +243,13 @@ class DownloadProcessor(Daemon):
         return stash_job
 
 
-def _summary(result: dict[str, Any]) -> str:
+def _summary(result: dict[str, Any], error_tag: str) -> str:
     placed = list(result["placed"].values())
     counts = [f"{placed.count(kind)} {kind}" for kind in Placement if placed.count(kind)]
     files = ", ".join(counts) if counts else "no media files"
-    failed = f"; {len(result['failed'])} failed (tagged as errors)" if result["failed"] else ""
     torrents = result["torrents"]
-    return f"Processed {torrents} download{'s' if torrents != 1 else ''}: {files}{failed}"
+    summary = f"Processed {torrents} download{'s' if torrents != 1 else ''}: {files}"
+    if result["failed"]:
+        name, reason = next(iter(result["failed"].items()))
+        summary += f"; {len(result['failed'])} failed, tagged {error_tag} (first: {name}: {reason})"
+    return summary

@@ -15,6 +15,7 @@ from typing import Any
 
 import structlog
 
+from daemons.qbittorrent.demo import demo_qbittorrent
 from daemons.stash.demo import demo_stash
 from supervisor import logs
 from supervisor.app import Warden, load_config
@@ -93,7 +94,7 @@ def _run(config_path: Path, demo: bool) -> int:
     try:
         companions: list[Callable[[Warden], AbstractAsyncContextManager[None]]] = []
         if demo or config.settings.stash.url is None:
-            companions.append(demo_stash)
+            companions += [demo_stash, demo_qbittorrent]
         asyncio.run(_serve(Warden(config, registry, front=serve, companions=companions)))
     except Exception as error:
         cause = _unwrap(error)

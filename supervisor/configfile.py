@@ -67,6 +67,10 @@ class Overlay:
     defaults: dict[str, Any] = field(default_factory=dict)  # under the file: the file's values win
     overrides: dict[str, Any] = field(default_factory=dict)  # over the file and the environment
 
+    def beneath(self, top: Overlay) -> Overlay:
+        """This overlay and `top` as one, `top` winning where both set a key."""
+        return Overlay(_merged(self.defaults, top.defaults), _merged(self.overrides, top.overrides))
+
     def override(self, settings: WardenSettings) -> WardenSettings:
         """`settings` (where the environment already beat the file) with the overrides on top.
 
@@ -328,9 +332,10 @@ class ConfigFile:
         if on_disk != self.text:
             raise ConfigConflict(f"{self.path} was edited by hand since Warden last read it; reload and edit again")
 
-    async def set_overlay(self, overlay: Overlay) -> WardenSettings:
-        """Lay `overlay` around the file from now on (the file itself is not touched)."""
+    async def add_overlay(self, overlay: Overlay) -> WardenSettings:
+        """Lay `overlay` around the file from now on, over any laid before (the file itself is not touched)."""
         async with self._lock:
+            overlay = self.overlay.beneath(overlay)
             document, settings = parse(self.text, self.model, str(self.path), overlay)
             self.overlay = overlay
             await self._adopt(self.text, document, settings, "overlay")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import traceback
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, ClassVar, NoReturn, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import structlog
 
@@ -218,15 +218,20 @@ class Daemon:
         delay = min(self.config.backoff_max, self.config.backoff_initial * 2.0 ** (failures - 1))
         self.log.warning("retrying after a failure", problem=problem, attempt=failures, retry_in=round(delay, 2))
         problem = problem.strip()
-        sentence = problem[:1].upper() + problem[1:] + ("" if problem.endswith((".", "!", "?")) else ".")
+        if problem.split(" ", 1)[0].islower():  # "the job failed" → "The job failed"; "qBittorrent" stays
+            problem = problem[:1].upper() + problem[1:]
+        sentence = problem + ("" if problem.endswith((".", "!", "?")) else ".")
         await self.update_status(f"{sentence} Retrying in {delay:g} s.", problem=True)
         await self.sleep(delay, "retry after a failure")
 
-    async def wait_for_setting(self, problem: str) -> NoReturn:
-        """Show that a setting the daemon needs is missing, and wait: setting it restarts the daemon
-        (a shared section it `uses`) or wakes it with the new config (its own section)."""
+    async def wait_for_setting(self, problem: str, until: Callable[[], bool] | None = None) -> None:
+        """Show that a setting the daemon needs is missing, and wait.
+
+        Setting it in a shared section the daemon `uses` restarts the daemon; a change to its own
+        config wakes it, and the wait ends once `until()` holds (never, without `until`).
+        """
         await self.update_status(problem, problem=True)
-        while True:
+        while until is None or not until():
             await self.sleep(86_400, "waiting for the setting")
 
     async def run_cycles(self, cycle: Callable[[], Awaitable[None]], outages: tuple[type[Exception], ...] = ()) -> None:

@@ -416,7 +416,7 @@ async def test_an_overlay_sets_defaults_under_the_file_and_overrides_over_it(tmp
         defaults={"daemons": {"worker": {"interval": 2, "log_level": "debug"}}},
         overrides={"stash": {"url": "http://127.0.0.1:4242", "api_key": "demo-key"}},
     )
-    settings = await config.set_overlay(overlay)
+    settings = await config.add_overlay(overlay)
     worker = settings.daemon_config("worker")
     assert (worker.interval, worker.log_level) == (30, "debug")  # the file's interval wins; the overlay fills the rest
     assert settings.stash.url == "http://127.0.0.1:4242"
@@ -430,6 +430,16 @@ async def test_an_overlay_sets_defaults_under_the_file_and_overrides_over_it(tmp
         config.settings.daemon_config("worker").log_level == "debug"
         and config.settings.stash.url == "http://127.0.0.1:4242"
     )
+
+    # A second overlay (demo mode's qBittorrent) lies over the first without undoing it.
+    second = Overlay(
+        defaults={"daemons": {"worker": {"log_level": "warning"}}},
+        overrides={"qbittorrent": {"url": "http://127.0.0.1:4343"}},
+    )
+    settings = await config.add_overlay(second)
+    assert settings.qbittorrent.url == "http://127.0.0.1:4343"
+    assert settings.stash.url == "http://127.0.0.1:4242" and settings.stash.api_key is not None
+    assert settings.daemon_config("worker").log_level == "warning"
 
 
 @pytest.mark.parametrize(

@@ -14,6 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
+from pydantic import ValidationError
+
 from daemons.download_processor import DownloadProcessor
 from daemons.qbittorrent.client import QbittorrentClient, Torrent
 from daemons.qbittorrent.nox import QbittorrentNox
@@ -41,7 +44,7 @@ class World:
     scans: list[list[str]] = field(default_factory=list)  # the paths of each metadataScan Stash received
     scan_hook: Callable[[], Awaitable[None]] | None = None
 
-    def settings(self, password: str | None = None, **config: Any) -> Any:
+    def settings(self, password: str | None = None, *, stash: bool = True, **config: Any) -> Any:
         daemon = {
             "interval": 3600,
             "destination": str(self.library),
@@ -55,7 +58,7 @@ class World:
         return make_settings(
             [DownloadProcessor],
             self.tmp_path,
-            stash={"url": self.double.url, "api_key": KEY},
+            stash={"url": self.double.url, "api_key": KEY} if stash else {},
             qbittorrent=qbittorrent,
             daemons={NAME: daemon},
         )
@@ -97,6 +100,19 @@ def status(kernel: Kernel) -> DaemonStatus:
 
 def jobs_of(kernel: Kernel, job_type: str) -> list[Job]:
     return [job for job in kernel.jobs.values() if job.type == job_type]
+
+
+def job_messages(kernel: Kernel) -> list[str]:
+    """Every message a job publishes, as it publishes it (the hub itself keeps only the latest)."""
+    messages: list[str] = []
+    publish = kernel.hub.set_job
+
+    def spy(job: Job) -> None:
+        messages.append(job.message)
+        publish(job)
+
+    kernel.hub.set_job = spy  # type: ignore[method-assign]
+    return messages
 
 
 def video(path: Path, seconds: float, *, size: int = 96) -> Path:
@@ -165,6 +181,7 @@ async def test_completed_torrents_of_the_category_are_placed_tagged_and_scanned(
         failed = await add(state, video(downloads / "Echo.mp4", 2.0), tags=("error_syncing",))
 
         async with processing(state) as kernel:
+            progress = job_messages(kernel)
             await kernel.until(lambda: status(kernel).message.startswith("Processed"), timeout=60)
             summary = status(kernel).message
             (process,) = jobs_of(kernel, "process_downloads")
@@ -188,6 +205,15 @@ async def test_completed_torrents_of_the_category_are_placed_tagged_and_scanned(
         assert scan.status is JobStatus.COMPLETED, "the scan is followed to its end in Stash"
         assert sorted(scene.path for scene in state.double.library.scenes.values()) == state.scans[0]
         assert process.status is JobStatus.COMPLETED and process.items_total == 2
+        per_torrent = sorted(message for message in progress if message.startswith("Processing torrent"))
+        assert [message.split(": ", 1)[1] for message in per_torrent] in (
+            ["Alpha Clip.mp4", "Bravo Pack"],
+            ["Bravo Pack", "Alpha Clip.mp4"],
+        )
+        assert [message.split(":")[0] for message in per_torrent] == [
+            "Processing torrent 1/2",
+            "Processing torrent 2/2",
+        ]
         assert summary == "Processed 2 downloads: 3 linked"
 
 
@@ -239,9 +265,10 @@ async def test_hostile_torrents_write_nothing_outside_the_library_and_get_the_er
         finally:
             client.close()
         assert "../escape.mp4" in names, names
-        # A download whose file was swapped for a link to a file outside it.
+        # A download whose file was swapped for a link to a file outside it, beside a good file.
         linked = downloads / "Linked"
         video(linked / "clip.mp4", 1.4)
+        video(linked / "good.mp4", 1.6)
         swapped = await add(state, linked)
         (linked / "clip.mp4").unlink()
         (linked / "clip.mp4").symlink_to(secret)
@@ -261,7 +288,8 @@ async def test_hostile_torrents_write_nothing_outside_the_library_and_get_the_er
         assert set(process.result["failed"]) == {"Trick", "Linked"}
         assert "../escape.mp4" in process.result["failed"]["Trick"]
         assert "outside" in process.result["failed"]["Linked"]
-        assert summary == "Processed 2 downloads: no media files; 2 failed (tagged as errors)"
+        assert summary.startswith("Processed 2 downloads: no media files; 2 failed, tagged error_syncing (first: ")
+        assert state.placed() == [], "a torrent that fails places none of its files, the good ones included"
 
 
 async def test_qbittorrent_stopped_mid_cycle_leaves_no_tag_and_the_next_run_finishes(
@@ -274,7 +302,7 @@ async def test_qbittorrent_stopped_mid_cycle_leaves_no_tag_and_the_next_run_fini
 
         async def stop_qbittorrent_once() -> None:
             state.scan_hook = None
-            await nox.stop()  # after the files are placed, before the torrents are tagged
+            await nox.stop()  # once the files are placed, before the torrents are tagged
 
         state.scan_hook = stop_qbittorrent_once
         async with processing(state) as kernel:
@@ -288,8 +316,8 @@ async def test_qbittorrent_stopped_mid_cycle_leaves_no_tag_and_the_next_run_fini
             finally:
                 client.close()
             assert [torrent.tags for torrent in restored] == [frozenset()] * 2, "no tag while qBittorrent was down"
-            (failed,) = jobs_of(kernel, "process_downloads")
-            assert failed.status is JobStatus.FAILED
+            (scan,) = jobs_of(kernel, "stash_scan")
+            assert scan.status is JobStatus.COMPLETED, "Stash scanned; only the tagging met qBittorrent down"
 
             await kernel.supervisor.start(NAME)
             await kernel.until(lambda: status(kernel).message.startswith("Processed"), timeout=60)
@@ -322,3 +350,56 @@ async def test_a_refused_password_shows_plainly_tags_nothing_and_recovers(tmp_pa
             await kernel.until(lambda: status(kernel).message.startswith("Processed"), timeout=60)
         assert await tags_of(state, infohash) == [frozenset({"synced"})]
         assert state.placed() == ["Golf.mp4"]
+
+
+async def test_a_scan_that_fails_in_stash_leaves_the_torrents_untagged_until_a_scan_succeeds(
+    tmp_path: Path, nox: QbittorrentNox
+) -> None:
+    async with world(tmp_path, nox) as state:
+        infohash = await add(state, video(tmp_path / "downloads" / "Hotel.mp4", 1.0))
+        state.double.jobs.fail_next("the disk is on fire")
+        tags_at_second_scan: list[list[frozenset[str]]] = []
+
+        async def look_at_the_tags() -> None:
+            if len(state.scans) == 2:
+                tags_at_second_scan.append(await tags_of(state, infohash))
+
+        state.scan_hook = look_at_the_tags
+        async with processing(state) as kernel:
+            await kernel.until(lambda: status(kernel).message.startswith("Processed"), timeout=60)
+            scans = sorted(job.status for job in jobs_of(kernel, "stash_scan"))
+        assert scans == [JobStatus.COMPLETED, JobStatus.FAILED]
+        assert tags_at_second_scan == [[frozenset()]], "not tagged after the failed scan"
+        assert await tags_of(state, infohash) == [frozenset({"synced"})]
+        assert state.scans == [[str(state.library / "Hotel.mp4")]] * 2
+
+
+async def test_every_category_min_duration_and_no_scan(tmp_path: Path, nox: QbittorrentNox) -> None:
+    pack = tmp_path / "downloads" / "India Pack"
+    video(pack / "long.mp4", 2.0)
+    video(pack / "short.mp4", 1.0)
+    async with world(tmp_path, nox) as state:
+        infohash = await add(state, pack, category="other")
+        settings = state.settings(stash=False, category="", min_duration=1.5, scan_after=False)
+        async with processing(state, settings) as kernel:
+            await kernel.until(lambda: status(kernel).message.startswith("Processed"), timeout=60)
+            summary = status(kernel).message
+        assert state.placed() == ["India Pack/long.mp4"]
+        assert await tags_of(state, infohash) == [frozenset({"synced"})]
+        assert state.scans == [] and summary == "Processed 1 download: 1 linked"
+
+
+@pytest.mark.parametrize(
+    ("destination", "problem"),
+    [
+        ("library", "is not an absolute path"),
+        ("{tmp}/missing", "does not exist or is not a folder"),
+        ("{tmp}/a-file", "does not exist or is not a folder"),
+    ],
+)
+def test_a_destination_that_cannot_take_files_is_refused_by_the_settings(
+    tmp_path: Path, destination: str, problem: str
+) -> None:
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(ValidationError, match=problem):
+        DownloadProcessor.Config(destination=Path(destination.format(tmp=tmp_path)))

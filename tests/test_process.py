@@ -25,6 +25,8 @@ from typing import Any, TypeVar
 
 import pytest
 
+from supervisor.plugins import discover
+
 T = TypeVar("T")
 
 STARTUP_TIMEOUT = 20.0  # a cold interpreter importing pydantic/aiohttp on a loaded CI machine
@@ -153,12 +155,7 @@ def write_config(tmp_path: Path, daemons: dict[str, dict[str, Any]]) -> Path:
         # A Stash URL keeps demo mode off (nothing listens there: the Stash daemons do not start).
         "stash": {"url": "http://127.0.0.1:9"},
         # The bundled daemons stay registered but idle, so only test daemons are active.
-        "daemons": {
-            "disk_space": {"auto_start": False},
-            "stash_sync": {"auto_start": False},
-            "stash_generation": {"auto_start": False},
-            **daemons,
-        },
+        "daemons": {**{name: {"auto_start": False} for name in discover().daemons}, **daemons},
     }
     path = tmp_path / "warden.yaml"
     path.write_text(json.dumps(config, indent=2))  # JSON is YAML, and quotes any tmp path safely

@@ -13,7 +13,7 @@ import aiohttp
 import pytest
 
 from daemons.qbittorrent.nox import NoxFailed, NoxMissing, QbittorrentNox
-from tests.qbtfixtures import add_torrent, make_torrent, nox, require_nox, torrent_info, webui_session
+from tests.qbtfixtures import add_torrent, make_torrent, nox, torrent_info, webui_session
 from tests.webharness import eventually
 
 __all__ = ["nox"]  # the fixture: imported for pytest to find, and used by name only
@@ -146,7 +146,6 @@ async def test_stop_ends_the_process_and_restart_brings_it_back_with_its_torrent
 
 
 async def test_a_taken_webui_port_fails_with_the_end_of_its_log(tmp_path: Path) -> None:
-    require_nox()
     with socket.create_server(("127.0.0.1", 0)) as squatter:  # accepts connections, never answers
         nox = QbittorrentNox(tmp_path / "qbt")
         nox.webui_port = squatter.getsockname()[1]
@@ -157,7 +156,6 @@ async def test_a_taken_webui_port_fails_with_the_end_of_its_log(tmp_path: Path) 
 
 
 async def test_a_cancelled_start_leaves_no_process_behind(tmp_path: Path) -> None:
-    require_nox()
     with socket.create_server(("127.0.0.1", 0)) as squatter:  # so the start cannot finish on its own
         nox = QbittorrentNox(tmp_path / "qbt")
         nox.webui_port = squatter.getsockname()[1]

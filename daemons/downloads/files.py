@@ -1,7 +1,7 @@
 """Placing a finished torrent's media files into the library by hard link, never writing outside it.
 
 File names come from the torrent and are untrusted: each one is checked before it is joined to a
-folder, the source must stay inside the download, and every folder created under the destination
+folder, the source must stay inside the torrent's save path, and every folder created under the destination
 must be a real folder, not a link leading elsewhere. Synchronous: the daemon calls it in a thread.
 """
 
@@ -61,24 +61,32 @@ def select_media(files: Iterable[TorrentFile], extensions: Collection[str], min_
     ]
 
 
+#: A hard link refused for these reasons can still be a copy: another filesystem, a link count at its
+#: limit, a filesystem without hard links, or fs.protected_hardlinks (qBittorrent running as another user).
+_COPY_INSTEAD = frozenset({errno.EXDEV, errno.EMLINK, errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP})
+#: Write failures that concern the whole destination, not one torrent: stop the cycle and retry later.
+_DESTINATION_WIDE = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EIO, errno.ENOENT})
+
+
 def place(save_path: Path, name: str, destination: Path) -> tuple[Path, Placement]:
     """Put save_path/name at destination/name without writing outside `destination` or touching the source."""
     relative = relative_name(name)
-    source, size = _source(save_path, relative, name)
+    source, size = source_of(save_path, name)
     target = _folder(destination, relative, name) / relative.name
     try:
         os.link(source, target, follow_symlinks=False)
     except FileExistsError:
         return target, _already_there(target, size)
     except OSError as error:
-        if error.errno != errno.EXDEV:
+        if error.errno not in _COPY_INSTEAD:
             raise _cannot_write(target, error) from error
         return target, _copy(source, size, target)
     return target, Placement.LINKED
 
 
-def _source(save_path: Path, relative: PurePosixPath, name: str) -> tuple[Path, int]:
-    """The real path and size of the file, which must be a regular file inside the download."""
+def source_of(save_path: Path, name: str) -> tuple[Path, int]:
+    """The real path and size of the torrent's file `name`, which must be a regular file inside the download."""
+    relative = relative_name(name)
     try:
         real = (save_path / relative).resolve(strict=True)
         info = real.stat()
@@ -150,5 +158,7 @@ def _copy(source: Path, size: int, target: Path) -> Placement:
     return Placement.COPIED
 
 
-def _cannot_write(path: Path, error: OSError) -> DestinationError:
-    return DestinationError(f"cannot write {path}: {error.strerror or error}")
+def _cannot_write(path: Path, error: OSError) -> DestinationError | UnsafeFile:
+    """A destination-wide failure stops the cycle; any other (a name too long there, say) fails the torrent."""
+    failure = DestinationError if error.errno in _DESTINATION_WIDE else UnsafeFile
+    return failure(f"cannot write {path}: {error.strerror or error}")

@@ -111,7 +111,7 @@ class QbittorrentClient:
         return Torrent.from_answer(answer[0]) if answer else None
 
     async def files(self, torrent_hash: str) -> list[TorrentFile]:
-        answer = await self._call(lambda qbt: qbt.torrents_files(torrent_hash=torrent_hash))
+        answer: list[Any] = await self._call(lambda qbt: list(qbt.torrents_files(torrent_hash=torrent_hash)))
         return [TorrentFile(str(file["name"]), int(file["size"]), float(file["progress"])) for file in answer]
 
     async def add_tag(self, torrent_hashes: Iterable[str], tag: str) -> None:

@@ -51,7 +51,7 @@ def password_hash(password: str) -> str:
     return f"@ByteArray({base64.b64encode(salt).decode()}:{base64.b64encode(key).decode()})"
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as probe:
         probe.bind((HOST, 0))
         port: int = probe.getsockname()[1]
@@ -112,9 +112,9 @@ class QbittorrentNox:
         if executable is None:
             raise NoxMissing(f"{EXECUTABLE} is not on PATH; install it with `apt-get install qbittorrent-nox`")
         if self.webui_port is None:
-            self.webui_port = _free_port()
+            self.webui_port = free_port()
         if self.torrent_port is None:
-            self.torrent_port = _free_port()
+            self.torrent_port = free_port()
         self._write_config()
 
         started = time.monotonic()

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
+from daemons.demo import announce
 from daemons.stash.client import StashClient
 from daemons.stash.double import StashDouble
 from daemons.stash.videos import VideoToolMissing, make_video
@@ -76,18 +77,16 @@ async def demo_stash(
         overlay = Overlay(
             defaults={"daemons": DEMO_DAEMON_SETTINGS}, overrides={"stash": {"url": double.url, "api_key": api_key}}
         )
-        await warden.config.set_overlay(overlay)
-        banner = {
-            "enabled": True,
-            "stash_url": double.url,
-            "message": f"Demo library: a built-in Stash at {double.url} with generated videos in {folder}. "
-            "To use your own Stash, set stash.url in config/warden.yaml and restart Warden.",
-        }
-        warden.hub.set_system("demo", banner)
+        await warden.config.add_overlay(overlay)
+        sentence = (
+            f"Demo library: a built-in Stash at {double.url} with generated videos in {folder}. "
+            "To use your own Stash, set stash.url in config/warden.yaml and restart Warden."
+        )
+        announce(warden, "stash", sentence, stash_url=double.url)
         logger.info("demo mode: built-in Stash running", stash=double.url, videos=str(folder))
 
         def failed(problem: str) -> None:
-            warden.hub.set_system("demo", {**banner, "message": f"{banner['message']} {problem}"})
+            announce(warden, "stash", f"{sentence} {problem}")
 
         async with asyncio.TaskGroup() as group:
             stash = StashClient(double.url, api_key, 30)
