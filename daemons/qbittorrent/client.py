@@ -82,6 +82,9 @@ class QbittorrentClient:
                 username=username,
                 password=password,
                 REQUESTS_ARGS={"timeout": timeout},
+                # qbittorrent-api retries a failed request once itself; urllib3's own retry on top
+                # would only add a warning per attempt to the console while qBittorrent is down.
+                HTTPADAPTER_ARGS={"max_retries": 0},
                 DISABLE_LOGGING_DEBUG_OUTPUT=True,
             )
             client.auth_log_in()  # now, so a refused password is told apart from a refused call
