@@ -7,7 +7,6 @@ touch the kernel's tables; several daemons may open it at once.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
@@ -17,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import aiosqlite
+
+from daemons.sqlite import prepare
 
 #: Generated assets Warden tracks, as Stash's GenerateMetadataInput names them.
 ASSETS = ("covers", "previews", "sprites", "phashes")
@@ -166,42 +167,11 @@ class SceneLibrary:
             raise LibraryError(f"cannot open the scene library {path}: {error}") from error
         library = cls(path, connection)
         try:
-            await library._migrate()
+            await prepare(connection, _MIGRATIONS)
         except sqlite3.Error as error:
             await connection.close()
             raise LibraryError(f"cannot prepare the scene library {path}: {error}") from error
         return library
-
-    async def _migrate(self) -> None:
-        db = self._db
-        await db.execute("PRAGMA busy_timeout = 10000")
-        await self._use_wal()
-        await db.execute("PRAGMA synchronous = NORMAL")
-        await db.execute("BEGIN IMMEDIATE")  # two daemons opening a new file at once migrate it once
-        try:
-            async with db.execute("PRAGMA user_version") as cursor:
-                row = await cursor.fetchone()
-            version = row[0] if row else 0
-            for number, script in enumerate(_MIGRATIONS[version:], start=version + 1):
-                for statement in filter(str.strip, script.split(";")):
-                    await db.execute(statement)
-                await db.execute(f"PRAGMA user_version = {number}")
-            await db.execute("COMMIT")
-        except BaseException:
-            await db.execute("ROLLBACK")
-            raise
-
-    async def _use_wal(self) -> None:
-        """Switch to WAL. SQLite does not wait out its busy timeout for this, so retry while
-        another daemon opening the same new file holds it."""
-        for attempt in range(200):
-            try:
-                await self._db.execute("PRAGMA journal_mode = WAL")
-                return
-            except sqlite3.OperationalError as error:
-                if "locked" not in str(error) or attempt == 199:
-                    raise
-                await asyncio.sleep(0.05)
 
     async def close(self) -> None:
         await self._db.close()

@@ -1,0 +1,111 @@
+"""plan_applier: writes the approved changes of plans to Stash, and never applies one twice.
+
+Each plan is applied as a job ("Applied 40/120 changes"), change by change; each change's
+outcome is stored the moment it is known. A plan cut short (a crash, a stop, Stash down) is
+left `applying` and is the first one taken up again: only its changes not yet recorded are
+applied, and a change that already holds in Stash (the tag on the scene, the marker at its
+time) counts as applied. A change whose scene was deleted in Stash is skipped.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+
+from daemons.plans.apply import ChangeApplier
+from daemons.plans.store import ChangeStatus, PlanError, PlanStatus, PlanStore
+from daemons.stash.client import StashClient, StashError
+from supervisor import Daemon, DaemonConfig
+from supervisor.config import WardenSettings
+from supervisor.jobs import JobContext
+
+
+def plans_path(settings: WardenSettings) -> Path:
+    return settings.paths.data_dir / "plans.db"
+
+
+class PlanApplier(Daemon):
+    name = "plan_applier"
+    title = "Plan Applier"
+    uses = frozenset({"stash", "paths"})
+    reloadable = True  # every cycle reads self.config afresh
+
+    class Config(DaemonConfig):
+        interval: float = Field(60, ge=1, le=86_400, description="Seconds between checks for plans to apply.")
+        auto_approve_all: bool = Field(
+            False, description="Approve draft plans by themselves (those matching plan_prefix_filter) and apply them."
+        )
+        plan_prefix_filter: str = Field(
+            "", max_length=200, description="With auto_approve_all: only plans whose name starts with this. Empty: all."
+        )
+        min_confidence: float = Field(
+            0.0, ge=0, le=1, description="With auto_approve_all: changes less confident than this stay for a person."
+        )
+
+    config: Config
+    plans: PlanStore
+
+    async def run(self) -> None:
+        if self.settings.stash.url is None:
+            await self.wait_for_setting("No Stash server configured: set stash.url in warden.yaml")
+        self.plans = await PlanStore.open(plans_path(self.settings))
+        try:
+            await self.run_cycles(self.cycle, (StashError, PlanError))
+        finally:
+            await self.plans.close()
+
+    async def cycle(self) -> None:
+        config = self.config
+        await self.update_status("Checking for plans to apply")
+        if config.auto_approve_all:
+            prefix = config.plan_prefix_filter or None
+            for draft in await self.plans.plans([PlanStatus.DRAFT, PlanStatus.REVIEWING], name_prefix=prefix):
+                await self.plans.review(draft.id, None, ChangeStatus.APPROVED, min_confidence=config.min_confidence)
+                self.log.info("plan approved automatically", plan=draft.id, name=draft.name)
+        # Plans a crash left half applied come first.
+        queue = {plan.id: plan for plan in await self.plans.interrupted()}
+        queue.update({plan.id: plan for plan in await self.plans.plans([PlanStatus.APPROVED]) if plan.id not in queue})
+        if not queue:
+            await self.update_status("No plans to apply")
+            await self.sleep(config.interval, "next check for plans to apply")
+            return
+        await self.update_status(f"Found {len(queue)} plans to apply")
+        results = []
+        for number, plan in enumerate(queue.values(), start=1):
+            await self.update_status(f"Applying plan {number} of {len(queue)}: {plan.name}")
+            apply = functools.partial(self._apply, plan_id=plan.id)
+            results.append(await self.run_job("apply_plan", f"plan {plan.id}", apply))
+        applied = sum(result["counts"][ChangeStatus.APPLIED] for result in results)
+        await self.update_status(f"Applied {len(results)} plans ({applied} changes applied)")
+        await self.sleep(config.interval, "next check for plans to apply")
+
+    async def _apply(self, job: JobContext, plan_id: int) -> dict[str, Any]:
+        """The job: apply the plan's approved changes one by one, recording each outcome at once."""
+        # A store and a client of the job's own: a job may outlive the daemon run that launched it.
+        store = await PlanStore.open(plans_path(self.settings))
+        stash = StashClient.from_settings(self.settings.stash)
+        try:
+            await store.start_applying(plan_id)
+            changes = await store.to_apply(plan_id)
+            applier = ChangeApplier(stash)
+            for number, change in enumerate(changes, start=1):
+                outcome = await applier.apply(change)
+                await store.record(change.id, outcome.status, outcome.error)
+                if outcome.status is not ChangeStatus.APPLIED:
+                    self.log.warning(
+                        "change not applied",
+                        plan=plan_id,
+                        change=change.id,
+                        status=str(outcome.status),
+                        error=outcome.error,
+                    )
+                job.progress(done=number, total=len(changes), message=f"Applied {number}/{len(changes)} changes")
+            plan = await store.finish(plan_id)
+            self.log.info("plan applied", plan=plan.id, status=str(plan.status), counts=plan.counts)
+            return {"plan": plan.id, "name": plan.name, "status": str(plan.status), "counts": plan.counts}
+        finally:
+            stash.close()
+            await store.close()

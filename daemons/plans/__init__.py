@@ -1,0 +1,1 @@
+"""Plans: changes proposed for Stash scenes, reviewed by a person, applied by plan_applier."""

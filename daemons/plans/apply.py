@@ -1,0 +1,76 @@
+"""Applying one planned change to Stash, so that applying it twice changes nothing.
+
+Before each write the scene is read again: a tag already on the scene, or a marker with the
+same primary tag within MARKER_TOLERANCE seconds, counts as applied. That is what lets a
+plan interrupted between a write to Stash and the record of its outcome (a crash, a kill)
+be finished later without a duplicate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from daemons.plans.store import Change, ChangeStatus
+from daemons.stash.client import StashClient, StashGraphQLError
+
+#: Seconds within which an existing marker with the same primary tag is the proposed one.
+MARKER_TOLERANCE = 1.0
+_SCENE_FIELDS = "id tags { id name } scene_markers { id seconds primary_tag { id name } }"
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    status: ChangeStatus  # APPLIED, SKIPPED or FAILED
+    error: str | None = None
+
+
+@dataclass
+class ChangeApplier:
+    """Applies changes with one Stash client; tags are looked up (and created) once per name."""
+
+    stash: StashClient
+    _tag_ids: dict[str, str] = field(default_factory=dict)  # lowercase name -> id
+
+    async def apply(self, change: Change) -> Outcome:
+        """Apply `change`. Raises StashError only for failures worth retrying the whole plan for."""
+        scene = await self.stash.find_scene(change.scene_id, _SCENE_FIELDS)
+        if scene is None:
+            return Outcome(ChangeStatus.SKIPPED, "the scene no longer exists in Stash")
+        try:
+            if change.field == "tags" and change.action in ("add", "remove"):
+                await self._tag(scene, str(change.value), change.action)
+            elif change.field == "markers" and change.action == "add":
+                await self._marker(scene, change.value)
+            else:
+                return Outcome(ChangeStatus.FAILED, f"{change.action} of {change.field} is not supported")
+        except StashGraphQLError as refused:  # this change alone: Stash refused it
+            return Outcome(ChangeStatus.FAILED, str(refused))
+        return Outcome(ChangeStatus.APPLIED)
+
+    async def _tag(self, scene: dict[str, Any], name: str, action: str) -> None:
+        present = {tag["name"].lower() for tag in scene.get("tags") or ()}
+        if (name.lower() in present) == (action == "add"):
+            return  # already holds
+        tag_id = await self._tag_id(name, create=action == "add")
+        if tag_id is not None:
+            await self.stash.update_scene_tags([scene["id"]], [tag_id], "ADD" if action == "add" else "REMOVE")
+
+    async def _marker(self, scene: dict[str, Any], marker: dict[str, Any]) -> None:
+        seconds, primary = float(marker["seconds"]), str(marker["primary_tag"])
+        for existing in scene.get("scene_markers") or ():
+            same_tag = existing["primary_tag"]["name"].lower() == primary.lower()
+            if same_tag and abs(float(existing["seconds"]) - seconds) <= MARKER_TOLERANCE:
+                return  # already holds
+        tag_id = await self._tag_id(primary, create=True)
+        assert tag_id is not None
+        await self.stash.create_marker(scene["id"], str(marker.get("title") or primary), seconds, tag_id)
+
+    async def _tag_id(self, name: str, *, create: bool) -> str | None:
+        key = name.lower()
+        if key not in self._tag_ids:
+            found = await self.stash.find_tag(name)
+            if found is None and not create:
+                return None
+            self._tag_ids[key] = str((found or await self.stash.create_tag(name))["id"])
+        return self._tag_ids[key]
