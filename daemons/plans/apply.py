@@ -16,7 +16,24 @@ from daemons.stash.client import StashClient, StashGraphQLError
 
 #: Seconds within which an existing marker with the same primary tag is the proposed one.
 MARKER_TOLERANCE = 1.0
-_SCENE_FIELDS = "id tags { id name } scene_markers { id seconds primary_tag { id name } }"
+#: What `already_holds` needs to know of a scene.
+SCENE_STATE = "id tags { id name } scene_markers { id seconds primary_tag { id name } }"
+
+
+def already_holds(scene: dict[str, Any], field: str, action: str, value: Any) -> bool:
+    """Whether the change is already true of the scene as Stash has it: the tag there (or gone, for
+    a removal), a marker with the same primary tag within MARKER_TOLERANCE seconds."""
+    if field == "tags":
+        present = str(value).lower() in {tag["name"].lower() for tag in scene.get("tags") or ()}
+        return present == (action == "add")
+    if field == "markers" and action == "add":
+        seconds, primary = float(value["seconds"]), str(value["primary_tag"]).lower()
+        return any(
+            marker["primary_tag"]["name"].lower() == primary
+            and abs(float(marker["seconds"]) - seconds) <= MARKER_TOLERANCE
+            for marker in scene.get("scene_markers") or ()
+        )
+    return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,9 +51,11 @@ class ChangeApplier:
 
     async def apply(self, change: Change) -> Outcome:
         """Apply `change`. Raises StashError only for failures worth retrying the whole plan for."""
-        scene = await self.stash.find_scene(change.scene_id, _SCENE_FIELDS)
+        scene = await self.stash.find_scene(change.scene_id, SCENE_STATE)
         if scene is None:
             return Outcome(ChangeStatus.SKIPPED, "the scene no longer exists in Stash")
+        if already_holds(scene, change.field, change.action, change.value):
+            return Outcome(ChangeStatus.APPLIED)
         try:
             if change.field == "tags" and change.action in ("add", "remove"):
                 await self._tag(scene, str(change.value), change.action)
@@ -49,22 +68,17 @@ class ChangeApplier:
         return Outcome(ChangeStatus.APPLIED)
 
     async def _tag(self, scene: dict[str, Any], name: str, action: str) -> None:
-        present = {tag["name"].lower() for tag in scene.get("tags") or ()}
-        if (name.lower() in present) == (action == "add"):
-            return  # already holds
         tag_id = await self._tag_id(name, create=action == "add")
-        if tag_id is not None:
+        if tag_id is not None:  # None: removing a tag Stash does not have
             await self.stash.update_scene_tags([scene["id"]], [tag_id], "ADD" if action == "add" else "REMOVE")
 
     async def _marker(self, scene: dict[str, Any], marker: dict[str, Any]) -> None:
-        seconds, primary = float(marker["seconds"]), str(marker["primary_tag"])
-        for existing in scene.get("scene_markers") or ():
-            same_tag = existing["primary_tag"]["name"].lower() == primary.lower()
-            if same_tag and abs(float(existing["seconds"]) - seconds) <= MARKER_TOLERANCE:
-                return  # already holds
+        primary = str(marker["primary_tag"])
         tag_id = await self._tag_id(primary, create=True)
         assert tag_id is not None
-        await self.stash.create_marker(scene["id"], str(marker.get("title") or primary), seconds, tag_id)
+        await self.stash.create_marker(
+            scene["id"], str(marker.get("title") or primary), float(marker["seconds"]), tag_id
+        )
 
     async def _tag_id(self, name: str, *, create: bool) -> str | None:
         key = name.lower()

@@ -40,6 +40,9 @@ DEMO_SETTINGS = {"interval": 15, "min_size": DEMO_MIN_SIZE, "poll_interval": 1, 
 @asynccontextmanager
 async def demo_qbittorrent(warden: Warden) -> AsyncIterator[None]:
     """Run the demo qBittorrent beside Warden; download_processor uses it while this context is open."""
+    if "download_processor" not in warden.registry.daemons:
+        yield  # nobody to use it
+        return
     demo = (warden.settings.paths.data_dir / "demo").resolve()
     library = demo / "videos" / "downloads"  # inside the demo Stash's library
     await asyncio.to_thread(library.mkdir, parents=True, exist_ok=True)

@@ -34,6 +34,9 @@ logger = structlog.get_logger("warden.demo")
 DEMO_DAEMON_SETTINGS = {
     "stash_sync": {"interval": 15, "full_sync_interval": 300, "overlap": 5, "backoff_initial": 1, "backoff_max": 10},
     "stash_generation": {"interval": 20, "batch_size": 8, "poll_interval": 1, "backoff_initial": 1, "backoff_max": 10},
+    "video_analysis": {"interval": 15, "batch_size": 10, "backoff_initial": 1, "backoff_max": 10},
+    # The demo's plans apply by themselves, so the whole chain runs: sync, analysis, plan, apply, generation.
+    "plan_applier": {"interval": 10, "auto_approve_all": True, "backoff_initial": 1, "backoff_max": 10},
 }
 #: Seconds a step of a demo Stash job takes: slow enough to watch a job's progress.
 DEMO_JOB_STEP = 0.4
@@ -74,9 +77,9 @@ async def demo_stash(
     folder = (warden.settings.paths.data_dir / "demo" / "videos").resolve()
     api_key = secrets.token_urlsafe(18)
     async with StashDouble(api_key=api_key, step_delay=job_step, library_paths=[folder]) as double:
-        overlay = Overlay(
-            defaults={"daemons": DEMO_DAEMON_SETTINGS}, overrides={"stash": {"url": double.url, "api_key": api_key}}
-        )
+        # Only for the daemons this Warden has: a section for another would make the settings invalid.
+        daemons = {name: values for name, values in DEMO_DAEMON_SETTINGS.items() if name in warden.registry.daemons}
+        overlay = Overlay(defaults={"daemons": daemons}, overrides={"stash": {"url": double.url, "api_key": api_key}})
         await warden.config.add_overlay(overlay)
         sentence = (
             f"Demo library: a built-in Stash at {double.url} with generated videos in {folder}. "

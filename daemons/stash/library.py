@@ -98,7 +98,7 @@ class SceneRecord:
     updated_at: str  # UTC, e.g. 2026-11-23T10:00:00Z
     oshash: str | None
     generated: frozenset[str] = frozenset()
-    analyzed_version: int | None = None
+    analyzed_version: str | None = None  # the analyser and version that last analysed the scene, e.g. "ffmpeg 1"
     analysis_failures: int = 0
     analysis_error: str | None = None
     stash_updated_at: str = ""  # as Stash wrote it (its zone); not stored
@@ -238,6 +238,39 @@ class SceneLibrary:
         if columns and rows:
             await self._transaction(f"UPDATE scenes SET {columns} WHERE id = ?", rows)
 
+    async def to_analyse(self, source: str, max_failures: int, limit: int) -> list[SceneRecord]:
+        """Scenes never analysed, or analysed by another analyser or version (`source`), that are
+        not set aside (fewer than `max_failures` failures); least recently updated first."""
+        async with self._db.execute(
+            f"SELECT {_COLUMNS} FROM scenes WHERE (analyzed_version IS NULL OR analyzed_version != ?) "
+            "AND analysis_failures < ? ORDER BY updated_at, id LIMIT ?",
+            (source, max_failures, limit),
+        ) as cursor:
+            return [_record(row) async for row in cursor]
+
+    async def mark_analysed(self, scene_ids: Iterable[str], source: str) -> None:
+        rows = [(source, int(scene_id)) for scene_id in scene_ids]
+        if rows:
+            sql = "UPDATE scenes SET analyzed_version = ?, analysis_failures = 0, analysis_error = NULL WHERE id = ?"
+            await self._transaction(sql, rows)
+
+    async def analysis_failed(self, scene_id: str, error: str) -> None:
+        sql = "UPDATE scenes SET analysis_failures = analysis_failures + 1, analysis_error = ? WHERE id = ?"
+        await self._transaction(sql, [(error, int(scene_id))])
+
+    async def set_aside(self, max_failures: int) -> list[SceneRecord]:
+        """Scenes whose analysis failed `max_failures` times: not tried again until `retry_analysis`."""
+        async with self._db.execute(
+            f"SELECT {_COLUMNS} FROM scenes WHERE analysis_failures >= ? ORDER BY id", (max_failures,)
+        ) as cursor:
+            return [_record(row) async for row in cursor]
+
+    async def retry_analysis(self, scene_ids: Iterable[str]) -> None:
+        rows = [(int(scene_id),) for scene_id in scene_ids]
+        if rows:
+            sql = "UPDATE scenes SET analysis_failures = 0, analysis_error = NULL WHERE id = ?"
+            await self._transaction(sql, rows)
+
     async def scene(self, scene_id: str) -> SceneRecord | None:
         async with self._db.execute(f"SELECT {_COLUMNS} FROM scenes WHERE id = ?", (int(scene_id),)) as cursor:
             row = await cursor.fetchone()
@@ -279,7 +312,7 @@ def _record(row: Sequence[Any]) -> SceneRecord:
         updated_at=row[6],
         oshash=row[7],
         generated=generated,
-        analyzed_version=row[12],
+        analyzed_version=None if row[12] is None else str(row[12]),
         analysis_failures=row[13],
         analysis_error=row[14],
     )

@@ -1,0 +1,1 @@
+"""Video analysis: the analyser interface and Warden's built-in ffmpeg analyser."""

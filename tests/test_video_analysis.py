@@ -1,0 +1,109 @@
+"""video_analysis against the Stash double and real clips: what already holds in Stash is never
+proposed, the same analyser version never analyses a scene twice, a newer one does, and a scene
+that keeps failing (an unreadable or missing file) is set aside."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from daemons.analysis.analyser import SceneToAnalyse
+from daemons.analysis.ffmpeg import FfmpegAnalyser
+from daemons.plans.store import Plan, PlanStore, ProposedChange
+from daemons.stash.base import library_path
+from daemons.stash.double import StashDouble
+from daemons.stash.library import SceneLibrary, SceneRecord
+from daemons.stash.videos import make_video
+from daemons.video_analysis import VideoAnalysis
+from tests.harness import Kernel, make_settings, running_kernel
+
+KEY = "analysis-test-key-0123"
+NAME = VideoAnalysis.name
+
+
+def settings_for(tmp_path: Path, double: StashDouble) -> Any:
+    daemon = {"interval": 1, "max_failures": 2, "max_parallel": 2, "backoff_initial": 30}
+    return make_settings([VideoAnalysis], tmp_path, stash={"url": double.url, "api_key": KEY}, daemons={NAME: daemon})
+
+
+async def synced(tmp_path: Path, double: StashDouble) -> None:
+    """The local library as stash_sync leaves it."""
+    library = await SceneLibrary.open(library_path(settings_for(tmp_path, double)))
+    try:
+        records = [
+            SceneRecord(scene.id, scene.title or "", scene.path, [], [], 0, "2027-01-15T08:00:00Z", None)
+            for scene in double.library.scenes.values()
+        ]
+        await library.upsert(records, seen_at=1.0)
+    finally:
+        await library.close()
+
+
+async def plans(tmp_path: Path) -> list[tuple[Plan, list[ProposedChange]]]:
+    store = await PlanStore.open(tmp_path / "plans.db")
+    try:
+        found = []
+        for plan in reversed(await store.plans()):
+            changes = await store.changes(plan.id)
+            found.append(
+                (plan, [ProposedChange(c.scene_id, c.field, c.action, c.value, c.confidence) for c in changes])
+            )
+        return found
+    finally:
+        await store.close()
+
+
+def status(kernel: Kernel) -> str:
+    return kernel.supervisor.runner(NAME).status.message
+
+
+async def test_proposals_skip_what_holds_and_failing_scenes_are_set_aside(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "media").mkdir()
+    clip = make_video(tmp_path / "media" / "clip.mp4", width=320, height=180, duration=6, fps=10, cuts=2)
+    unreadable = tmp_path / "media" / "broken.mp4"
+    unreadable.write_text("not a video")
+    expected = await FfmpegAnalyser().analyse(SceneToAnalyse("0", str(clip)))
+    first_cut = next(proposal for proposal in expected if proposal.field == "markers")
+    assert {"Short", "No audio"} <= {proposal.value for proposal in expected if proposal.field == "tags"}
+
+    async with StashDouble(api_key=KEY, step_delay=0.001) as double:
+        good = double.add_scene(str(clip)).id
+        broken = double.add_scene(str(unreadable)).id
+        missing = double.add_scene(str(tmp_path / "media" / "gone.mp4")).id
+        # Already true in Stash: the tag (another case) and the first cut's marker, half a second off.
+        double.library.update_scenes_tags([good], [double.library.add_tag("short").id], "ADD")
+        cut_tag = double.library.add_tag(first_cut.value["primary_tag"]).id
+        double.library.add_marker(good, "Cut", first_cut.value["seconds"] + 0.5, cut_tag)
+        await synced(tmp_path, double)
+
+        async with running_kernel([VideoAnalysis], tmp_path, settings=settings_for(tmp_path, double)) as kernel:
+            await kernel.supervisor.start(NAME)
+            await kernel.until(lambda: status(kernel) == "No scenes need analysis; 2 set aside after 2 failures", 60)
+            library = await SceneLibrary.open(library_path(settings_for(tmp_path, double)))
+            try:
+                aside = {record.id: record.analysis_error for record in await library.set_aside(2)}
+            finally:
+                await library.close()
+            first = await plans(tmp_path)
+
+            # A newer analyser version analyses the scene again; the set-aside scenes stay aside.
+            monkeypatch.setattr(FfmpegAnalyser, "version", "2")
+            kernel.supervisor.wake(NAME)
+            await kernel.until(lambda: status(kernel).startswith("Analysed 1 scenes"), 60)
+            second = await plans(tmp_path)
+
+    left_out = {("tags", "Short"), ("markers", str(first_cut.value))}
+    wanted = [p for p in expected if (p.field, str(p.value) if p.field == "markers" else p.value) not in left_out]
+    assert len(first) == 1, "one plan; the scenes analysed with this version are never analysed again"
+    plan, changes = first[0]
+    assert plan.source == "ffmpeg 1" and plan.status == "draft"
+    assert sorted((c.field, str(c.value)) for c in changes) == sorted((p.field, str(p.value)) for p in wanted)
+    assert {c.scene_id for c in changes} == {good}
+    assert set(aside) == {broken, missing}
+    assert "ffprobe" in (aside[broken] or "") and "gone.mp4" in (aside[missing] or "")
+    assert len(second) == 2 and second[1][0].source == "ffmpeg 2"
+    assert sorted(str(c.value) for c in second[1][1]) == sorted(str(c.value) for c in changes)
