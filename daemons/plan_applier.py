@@ -67,7 +67,8 @@ class PlanApplier(Daemon):
                 self.log.info("plan approved automatically", plan=draft.id, name=draft.name)
         # Plans a crash left half applied come first.
         queue = {plan.id: plan for plan in await self.plans.interrupted()}
-        queue.update({plan.id: plan for plan in await self.plans.plans([PlanStatus.APPROVED]) if plan.id not in queue})
+        approved = reversed(await self.plans.plans([PlanStatus.APPROVED]))  # oldest first
+        queue.update({plan.id: plan for plan in approved if plan.id not in queue})
         if not queue:
             await self.update_status("No plans to apply")
             await self.sleep(config.interval, "next check for plans to apply")

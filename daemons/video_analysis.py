@@ -20,7 +20,9 @@ from typing import Any
 from pydantic import Field
 
 from daemons.analysis.analyser import Analyser, AnalysisFailed, Proposal, SceneToAnalyse
-from daemons.analysis.ffmpeg import FfmpegAnalyser, FfmpegSettings
+from daemons.analysis.ffmpeg import FfmpegSettings
+from daemons.analysis.http import HttpAnalyserSettings
+from daemons.analysis.plugins import AnalyserUnavailable, load_analyser
 from daemons.plan_applier import plans_path
 from daemons.plans.apply import SCENE_STATE, already_holds
 from daemons.plans.store import PlanStore, ProposedChange
@@ -46,15 +48,24 @@ class VideoAnalysis(StashDaemon):
         )
         min_confidence: float = Field(0.0, ge=0, le=1, description="Proposals less confident than this are dropped.")
         auto_approve: bool = Field(False, description="Propose changes as approved, for plan_applier to apply at once.")
+        analyser: str = Field("ffmpeg", description="The analyser: an entry point name in warden.analysers.")
         ffmpeg: FfmpegSettings = Field(
             default_factory=FfmpegSettings, description="The built-in analyser: tag names and scene-cut detection."
+        )
+        http: HttpAnalyserSettings | None = Field(
+            None, description="Settings of the http analyser: the remote AI video server to ask."
         )
 
     config: Config
 
     async def cycle(self) -> None:
         config = self.config
-        analyser = FfmpegAnalyser(config.ffmpeg)
+        try:
+            analyser = load_analyser(config.analyser, _analyser_settings(config))
+        except AnalyserUnavailable as error:
+            # Only a config change can help: wait for one instead of failing every cycle.
+            await self.wait_for_setting(f"No analyser: {error}", until=lambda: self.config is not config)
+            return
         source = f"{analyser.name} {analyser.version}"
         await self.update_status("Checking for scenes needing video analysis")
         batch = await self.library.to_analyse(source, config.max_failures, config.batch_size)
@@ -119,6 +130,16 @@ class VideoAnalysis(StashDaemon):
             await library.mark_analysed(analysed, source)  # only now: a crash before re-analyses, losing nothing
         plan = name if proposed else None
         return {"analysed": len(analysed), "failed": failures, "changes": len(proposed), "plan": plan}
+
+
+def _analyser_settings(config: VideoAnalysis.Config) -> dict[str, Any]:
+    if config.analyser == "ffmpeg":
+        return config.ffmpeg.model_dump()
+    if config.analyser == "http":
+        if config.http is None:
+            raise AnalyserUnavailable("the http analyser needs its settings: set video_analysis.http.url")
+        return config.http.model_dump()
+    return {}  # a third-party analyser: its defaults
 
 
 def _new(

@@ -14,7 +14,7 @@ import structlog
 from aiohttp import web
 
 from supervisor.app import Warden
-from web import api, auth, metrics, ws
+from web import api, auth, metrics, plans, ws
 from web.keys import ACCESS, LIVE_STATS, SOCKETS, WARDEN, Access, LiveStats
 
 STATIC = Path(__file__).parent / "static"
@@ -58,13 +58,17 @@ def create_app(warden: Warden, access: Access) -> web.Application:
     add.add_get(f"{base}/api/jobs", api.list_jobs)
     add.add_get(f"{base}/api/jobs/{{id}}", api.get_job)
     add.add_post(f"{base}/api/jobs/{{id}}/cancel", api.cancel_job)
+    plans.add_routes(add, base)
     add.add_get(f"{base}/jobs", page)  # the page's own views: it routes by path
     add.add_get(f"{base}/jobs/{{id}}", page)
+    add.add_get(f"{base}/plans", page)
+    add.add_get(f"{base}/plans/{{id}}", page)
     add.add_get(f"{base}/api/health", api.health)
     add.add_get(f"{base}/metrics", metrics.metrics)
     add.add_get(f"{base}/ws", ws.websocket)
     add.add_static(f"{base}/static", STATIC)
     app.on_response_prepare.append(_revalidate_static)
+    app.cleanup_ctx.append(plans.plans_store)
     app.on_shutdown.append(ws.close_all)
     return app
 

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from daemons.plans.store import PlanStore
 from supervisor.app import Warden
 
 if TYPE_CHECKING:
@@ -35,3 +36,5 @@ ACCESS = web.AppKey("access", Access)
 #: The live WebSocket connections (for /metrics, and to close them at shutdown).
 SOCKETS: web.AppKey[weakref.WeakSet[Connection]] = web.AppKey("sockets")
 LIVE_STATS = web.AppKey("live_stats", LiveStats)
+#: The plans database, open for as long as the app runs (web/plans.py).
+PLANS = web.AppKey("plans", PlanStore)

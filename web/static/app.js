@@ -12,6 +12,7 @@ import { JobsView } from "./jobsview.js";
 import { Live } from "./live.js";
 import { askToSignIn } from "./login.js";
 import { LogPanels } from "./logs.js";
+import { PlansView } from "./plansview.js";
 import { startViews } from "./views.js";
 import { YamlEditor } from "./yamleditor.js";
 
@@ -42,6 +43,7 @@ const yaml = new YamlEditor(document.getElementById("yaml-dialog"));
 const jobs = new JobStore();
 const jobsView = new JobsView(document.getElementById("jobs-view"), jobs);
 const jobDetail = new JobDetail(document.getElementById("job-detail"), jobs);
+const plansView = new PlansView(document.getElementById("plans-view"), document.getElementById("plan-detail"));
 const daemonPath = (name, rest) => `api/daemons/${encodeURIComponent(name)}/${rest}`;
 
 const cardActions = {
@@ -109,6 +111,7 @@ function onMessage(message) {
         events.load();
         jobsView.load();
         jobDetail.load();
+        plansView.reload();
       }
       break;
     case "daemon":
@@ -116,6 +119,7 @@ function onMessage(message) {
       break;
     case "job":
       jobs.fromSocket(message.job, message.seq);
+      plansView.jobChanged(message.job);
       break;
     case "event":
       events.add(message.event);
@@ -192,6 +196,7 @@ async function load() {
   }
   events.load();
   jobsView.load();
+  plansView.reload();
   live.start();
 }
 
@@ -218,7 +223,10 @@ setInterval(() => {
 }, 1000);
 
 startViews(
-  { daemons: document.getElementById("daemons-view"), jobs: jobsView.element, job: jobDetail.element },
-  (route) => jobDetail.show(route.view === "job" ? route.id : null),
+  { daemons: document.getElementById("daemons-view"), jobs: jobsView.element, job: jobDetail.element, plans: plansView.element, plan: plansView.detail },
+  (route) => {
+    jobDetail.show(route.view === "job" ? route.id : null);
+    plansView.show(route.view, route.view === "plan" ? route.id : null);
+  },
 );
 load();

@@ -1,28 +1,30 @@
-// Which view the page shows, from its URL: the daemons (<base>), the jobs (<base>jobs) or one job
-// (<base>jobs/<id>). Links to them and the back button switch views in the page, so the live
-// connection stays open.
+// Which view the page shows, from its URL: the daemons (<base>), the jobs (<base>jobs), one job
+// (<base>jobs/<id>), the plans (<base>plans) or one plan (<base>plans/<id>). Links to them and the
+// back button switch views in the page, so the live connection stays open.
 
 import { base } from "./api.js";
 import { show } from "./dom.js";
 
-const TITLES = { daemons: "Warden", jobs: "Jobs · Warden", job: "Job · Warden" };
+const TITLES = { daemons: "Warden", jobs: "Jobs · Warden", job: "Job · Warden", plans: "Plans · Warden", plan: "Plan · Warden" };
+const PARENTS = { job: "jobs", plan: "plans" }; // the nav link that is current for a view of one item
 
 // {view: "daemons" | "jobs" | "job", id}, or null for a URL that is not one of the page's.
 function routeOf(target) {
   if (target.origin !== base.origin || !target.pathname.startsWith(base.pathname)) return null;
   const rest = target.pathname.slice(base.pathname.length);
   if (rest === "") return { view: "daemons" };
-  if (rest === "jobs") return { view: "jobs" };
-  const match = /^jobs\/([^/]+)$/.exec(rest);
+  if (rest === "jobs" || rest === "plans") return { view: rest };
+  const match = /^(jobs|plans)\/([^/]+)$/.exec(rest);
   if (!match) return null;
+  const view = match[1] === "jobs" ? "job" : "plan";
   try {
-    return { view: "job", id: decodeURIComponent(match[1]) };
+    return { view, id: decodeURIComponent(match[2]) };
   } catch {
-    return { view: "job", id: match[1] }; // not valid percent-encoding: no job has that id
+    return { view, id: match[2] }; // not valid percent-encoding: nothing has that id
   }
 }
 
-// views: {daemons, jobs, job} elements; entered(route): after every switch, the first included.
+// views: {daemons, jobs, job, plans, plan} elements; entered(route): after every switch, the first included.
 export function startViews(views, entered) {
   const links = [...document.querySelectorAll(".views-nav a")];
 
@@ -30,7 +32,7 @@ export function startViews(views, entered) {
     const route = routeOf(new URL(location.href)) ?? { view: "daemons" };
     for (const [name, element] of Object.entries(views)) show(element, name === route.view);
     for (const link of links) {
-      const current = link.dataset.view === (route.view === "job" ? "jobs" : route.view);
+      const current = link.dataset.view === (PARENTS[route.view] ?? route.view);
       if (current) link.setAttribute("aria-current", route.view === link.dataset.view ? "page" : "true");
       else link.removeAttribute("aria-current");
     }
