@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import Field
 
 from daemons.plans.apply import ChangeApplier
-from daemons.plans.store import ChangeStatus, PlanError, PlanStatus, PlanStore
+from daemons.plans.store import ChangeStatus, PlanConflict, PlanError, PlanStatus, PlanStore
 from daemons.stash.client import StashClient, StashError
 from supervisor import Daemon, DaemonConfig
 from supervisor.config import WardenSettings
@@ -42,7 +42,7 @@ class PlanApplier(Daemon):
             "", max_length=200, description="With auto_approve_all: only plans whose name starts with this. Empty: all."
         )
         min_confidence: float = Field(
-            0.0, ge=0, le=1, description="With auto_approve_all: changes less confident than this stay for a person."
+            0.0, ge=0, le=1, description="With auto_approve_all: changes less confident than this are rejected."
         )
 
     config: Config
@@ -61,10 +61,7 @@ class PlanApplier(Daemon):
         config = self.config
         await self.update_status("Checking for plans to apply")
         if config.auto_approve_all:
-            prefix = config.plan_prefix_filter or None
-            for draft in await self.plans.plans([PlanStatus.DRAFT, PlanStatus.REVIEWING], name_prefix=prefix):
-                await self.plans.review(draft.id, None, ChangeStatus.APPROVED, min_confidence=config.min_confidence)
-                self.log.info("plan approved automatically", plan=draft.id, name=draft.name)
+            await self._approve_drafts(config)
         # Plans a crash left half applied come first.
         queue = {plan.id: plan for plan in await self.plans.interrupted()}
         approved = reversed(await self.plans.plans([PlanStatus.APPROVED]))  # oldest first
@@ -83,13 +80,28 @@ class PlanApplier(Daemon):
         await self.update_status(f"Applied {len(results)} plans ({applied} changes applied)")
         await self.sleep(config.interval, "next check for plans to apply")
 
+    async def _approve_drafts(self, config: Config) -> None:
+        """Approve the draft plans matching the prefix; changes under min_confidence are rejected
+        (a person can still approve them on the Plans page, and plan_applier then applies them)."""
+        prefix = config.plan_prefix_filter or None
+        for draft in await self.plans.plans([PlanStatus.DRAFT], name_prefix=prefix):
+            await self.plans.review(draft.id, None, ChangeStatus.APPROVED, min_confidence=config.min_confidence)
+            unsure = [change.id for change in await self.plans.changes(draft.id, [ChangeStatus.PENDING])]
+            if unsure:
+                await self.plans.review(draft.id, unsure, ChangeStatus.REJECTED)
+            self.log.info("plan approved automatically", plan=draft.id, name=draft.name, rejected=len(unsure))
+
     async def _apply(self, job: JobContext, plan_id: int) -> dict[str, Any]:
         """The job: apply the plan's approved changes one by one, recording each outcome at once."""
         # A store and a client of the job's own: a job may outlive the daemon run that launched it.
         store = await PlanStore.open(plans_path(self.settings))
         stash = StashClient.from_settings(self.settings.stash)
         try:
-            await store.start_applying(plan_id)
+            try:
+                await store.start_applying(plan_id)
+            except PlanConflict as conflict:  # reviewed (rejected) by a person since it was listed
+                self.log.info("plan not applied", plan=plan_id, reason=str(conflict))
+                return {"plan": plan_id, "status": "not applied", "counts": {ChangeStatus.APPLIED: 0}}
             changes = await store.to_apply(plan_id)
             applier = ChangeApplier(stash)
             for number, change in enumerate(changes, start=1):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 from collections.abc import Sequence
 from typing import Literal
@@ -41,7 +42,8 @@ async def prepare(
             await db.execute(f"PRAGMA user_version = {number}")
         await db.execute("COMMIT")
     except BaseException:
-        await db.execute("ROLLBACK")
+        with contextlib.suppress(sqlite3.Error):  # COMMIT may have gone through before a cancel
+            await db.execute("ROLLBACK")
         raise
 
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from pydantic import Field
 
-from daemons.analysis.analyser import Analyser, AnalysisFailed, Proposal, SceneToAnalyse
+from daemons.analysis.analyser import Analyser, AnalysisFailed, FileMissing, Proposal, SceneToAnalyse
 from daemons.analysis.ffmpeg import FfmpegSettings
 from daemons.analysis.http import HttpAnalyserSettings
 from daemons.analysis.plugins import AnalyserUnavailable, load_analyser
@@ -27,6 +27,7 @@ from daemons.plan_applier import plans_path
 from daemons.plans.apply import SCENE_STATE, already_holds
 from daemons.plans.store import PlanStore, ProposedChange
 from daemons.stash.base import StashDaemon
+from daemons.stash.client import StashError
 from daemons.stash.library import SceneRecord
 from supervisor import DaemonConfig
 from supervisor.jobs import JobContext
@@ -84,7 +85,8 @@ class VideoAnalysis(StashDaemon):
             + (f" in plan “{result['plan']}”" if result["plan"] else "")
             + failed
         )
-        await self.sleep(0 if len(batch) == config.batch_size else config.interval, "next batch")
+        more = len(batch) == config.batch_size and result["analysed"] > 0  # a full batch that went well
+        await self.sleep(0 if more else config.interval, "next batch")
 
     async def _analyse(
         self, job: JobContext, *, batch: list[SceneRecord], analyser: Analyser, config: Config
@@ -94,27 +96,33 @@ class VideoAnalysis(StashDaemon):
         limit = asyncio.Semaphore(config.max_parallel)
         proposed: list[ProposedChange] = []
         analysed: list[str] = []
-        failures = 0
+        failed: dict[str, AnalysisFailed] = {}
+        stash_trouble: list[StashError] = []
         # A client and a library handle of the job's own: a job may outlive the daemon run that launched it.
         async with self.own_resources() as (stash, library):
 
             async def one(scene: SceneRecord) -> None:
-                nonlocal failures
                 async with limit:
                     try:
                         if not scene.path:
-                            raise AnalysisFailed("the scene has no video file in Stash")
+                            raise FileMissing("the scene has no video file in Stash")
                         proposals = await analyser.analyse(SceneToAnalyse(scene.id, scene.path, scene.title))
-                    except AnalysisFailed as failed:
-                        failures += 1
-                        await library.analysis_failed(scene.id, str(failed))
-                        self.log.warning("analysis failed", scene=scene.id, path=scene.path, error=str(failed))
+                    except AnalysisFailed as failure:
+                        failed[scene.id] = failure
                         return
-                    current = await stash.find_scene(scene.id, SCENE_STATE)
+                    except Exception as error:  # a plugin's bug fails this scene, not the batch
+                        self.log.exception("the analyser failed unexpectedly", scene=scene.id)
+                        failed[scene.id] = AnalysisFailed(f"{analyser.name} failed: {type(error).__name__}: {error}")
+                        return
+                    try:
+                        current = await stash.find_scene(scene.id, SCENE_STATE)
+                    except StashError as error:  # the scene stays to analyse; the job reports Stash's trouble
+                        stash_trouble.append(error)
+                        return
                     if current is not None:  # deleted in Stash meanwhile: nothing to propose
                         proposed.extend(_new(scene.id, proposals, current, config.min_confidence))
                     analysed.append(scene.id)
-                    done = len(analysed) + failures
+                    done = len(analysed) + len(failed)
                     job.progress(done=done, total=len(batch), message=f"Analysed {done}/{len(batch)} scenes")
 
             async with asyncio.TaskGroup() as group:
@@ -128,8 +136,16 @@ class VideoAnalysis(StashDaemon):
                 finally:
                     await store.close()
             await library.mark_analysed(analysed, source)  # only now: a crash before re-analyses, losing nothing
+            if len(batch) > 1 and not analysed and all(isinstance(f, FileMissing) for f in failed.values()):
+                # Not one file of the batch is there: the library's disk is missing, not the scenes' files.
+                raise AnalysisFailed(f"none of the {len(batch)} scenes' files can be read: is the library mounted?")
+            for scene_id, failure in failed.items():
+                await library.analysis_failed(scene_id, str(failure))
+                self.log.warning("analysis failed", scene=scene_id, error=str(failure))
+        if stash_trouble and not analysed:
+            raise stash_trouble[0]
         plan = name if proposed else None
-        return {"analysed": len(analysed), "failed": failures, "changes": len(proposed), "plan": plan}
+        return {"analysed": len(analysed), "failed": len(failed), "changes": len(proposed), "plan": plan}
 
 
 def _analyser_settings(config: VideoAnalysis.Config) -> dict[str, Any]:

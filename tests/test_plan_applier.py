@@ -157,3 +157,31 @@ async def until_plan_ends(data: Path, plan_id: int, timeout: float = 60) -> None
         return (await plan_now(data, plan_id))[0].status is not PlanStatus.APPLYING
 
     await eventually(ended, timeout=timeout, poll=0.1)
+
+
+async def test_auto_approval_takes_matching_drafts_rejects_the_unsure_and_fails_a_malformed_change(
+    tmp_path: Path,
+) -> None:
+    async with StashDouble(api_key=KEY, step_delay=0.001) as double:
+        scene = double.add_scene("/media/one.mp4").id
+        unsure = ProposedChange(scene, "markers", "add", {"seconds": 3.0, "title": "Cut", "primary_tag": "Cut"}, 0.5)
+        malformed = ProposedChange(scene, "markers", "add", {"title": "no time"}, 0.95)
+        matching = await stored_plan(tmp_path, [tag(scene, "Vertical"), unsure, malformed], approved=False)
+        store = await PlanStore.open(tmp_path / "plans.db")
+        try:
+            other = await store.create("Manual edits", "a person", [tag(scene, "Mine")])
+        finally:
+            await store.close()
+        config = {"interval": 3600, "auto_approve_all": True, "plan_prefix_filter": "Video", "min_confidence": 0.8}
+        settings = make_settings(
+            [PlanApplier], tmp_path, stash={"url": double.url, "api_key": KEY}, daemons={NAME: config}
+        )
+        async with running_kernel([PlanApplier], tmp_path, settings=settings) as kernel:
+            await kernel.supervisor.start(NAME)
+            await kernel.until(lambda: kernel.supervisor.runner(NAME).status.message.startswith("Applied 1 plans"), 30)
+        applied, outcomes = await plan_now(tmp_path, matching.id)
+        untouched, _ = await plan_now(tmp_path, other.id)
+    assert tag_names(double, scene) == ["Vertical"] and markers_of(double) == Counter()
+    assert sorted(outcomes.values()) == sorted([ChangeStatus.APPLIED, ChangeStatus.REJECTED, ChangeStatus.FAILED])
+    assert applied.status is PlanStatus.PARTIALLY_APPLIED
+    assert untouched.status is PlanStatus.DRAFT, "a plan not matching the prefix waits for a person"

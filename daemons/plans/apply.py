@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from daemons.plans.store import Change, ChangeStatus
-from daemons.stash.client import StashClient, StashGraphQLError
+from daemons.stash.client import StashClient, StashError
+from supervisor import TransientError
 
 #: Seconds within which an existing marker with the same primary tag is the proposed one.
 MARKER_TOLERANCE = 1.0
@@ -50,21 +51,25 @@ class ChangeApplier:
     _tag_ids: dict[str, str] = field(default_factory=dict)  # lowercase name -> id
 
     async def apply(self, change: Change) -> Outcome:
-        """Apply `change`. Raises StashError only for failures worth retrying the whole plan for."""
-        scene = await self.stash.find_scene(change.scene_id, SCENE_STATE)
-        if scene is None:
-            return Outcome(ChangeStatus.SKIPPED, "the scene no longer exists in Stash")
-        if already_holds(scene, change.field, change.action, change.value):
-            return Outcome(ChangeStatus.APPLIED)
+        """Apply `change`. Raises only a TransientError (Stash down or busy): worth retrying the whole plan for."""
         try:
+            scene = await self.stash.find_scene(change.scene_id, SCENE_STATE)
+            if scene is None:
+                return Outcome(ChangeStatus.SKIPPED, "the scene no longer exists in Stash")
+            if already_holds(scene, change.field, change.action, change.value):
+                return Outcome(ChangeStatus.APPLIED)
             if change.field == "tags" and change.action in ("add", "remove"):
                 await self._tag(scene, str(change.value), change.action)
             elif change.field == "markers" and change.action == "add":
                 await self._marker(scene, change.value)
             else:
                 return Outcome(ChangeStatus.FAILED, f"{change.action} of {change.field} is not supported")
-        except StashGraphQLError as refused:  # this change alone: Stash refused it
+        except TransientError:
+            raise  # Stash down or busy: the whole plan waits and resumes
+        except StashError as refused:  # this change alone: Stash refused it, or answered nonsense about it
             return Outcome(ChangeStatus.FAILED, str(refused))
+        except (KeyError, TypeError, ValueError) as malformed:  # a value no analyser should have proposed
+            return Outcome(ChangeStatus.FAILED, f"malformed change: {type(malformed).__name__}: {malformed}")
         return Outcome(ChangeStatus.APPLIED)
 
     async def _tag(self, scene: dict[str, Any], name: str, action: str) -> None:

@@ -7,6 +7,7 @@ touch the kernel's tables; several daemons may open it at once.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
@@ -288,7 +289,8 @@ class SceneLibrary:
                 await db.executemany(sql, rows)
                 await db.execute("COMMIT")
             except BaseException:
-                await db.execute("ROLLBACK")
+                with contextlib.suppress(sqlite3.Error):  # COMMIT may have gone through before a cancel
+                    await db.execute("ROLLBACK")
                 raise
         except sqlite3.Error as error:
             raise LibraryError(f"cannot write the scene library {self.path}: {error}") from error
