@@ -23,18 +23,28 @@ _ERRNO_TEXT = re.compile(r"\[Errno -?\d+\] ([^'\")]+)")
 
 class BlockingConnection(Generic[C]):
     def __init__(
-        self, connect: Callable[[], C], disconnect: Callable[[C], None], timeout: float, thread_name: str
+        self,
+        connect: Callable[[], C],
+        disconnect: Callable[[C], None],
+        timeout: float,
+        thread_name: str,
+        *,
+        translate: Callable[[Exception], Exception],
+        reconnect_after: tuple[type[Exception], ...],
     ) -> None:
         self._connect = connect
         self._disconnect = disconnect
         self._timeout = timeout
         self._thread_name = thread_name
+        self._translate = translate
+        self._reconnect_after = reconnect_after
         self._worker = _Worker(connect, disconnect, thread_name)
 
     async def call(self, request: Callable[[C], T]) -> T:
         """Run `request(connection)` in the connection's thread, connecting first when needed.
 
-        Raises TimeoutError after `timeout` seconds, and whatever `request` (or connecting) raised.
+        Every failure is raised as `translate(error)` (a hard timeout as `translate(TimeoutError())`);
+        after one of the `reconnect_after` kinds the next call connects afresh.
         """
         worker = self._worker
         try:
@@ -44,11 +54,12 @@ class BlockingConnection(Generic[C]):
             if worker is self._worker:
                 self._worker = _Worker(self._connect, self._disconnect, self._thread_name)
                 worker.close()
-            raise
-
-    def forget(self) -> None:
-        """Connect afresh on the next call (the server may have restarted, or the credentials changed)."""
-        self._worker.forget()
+            raise self._translate(TimeoutError()) from None
+        except Exception as error:
+            failure = self._translate(error)
+            if isinstance(failure, self._reconnect_after):
+                worker.forget()  # the server may have restarted, or the credentials changed
+            raise failure from None
 
     def close(self) -> None:
         """Disconnect in the background; calls already queued still run. Never blocks."""

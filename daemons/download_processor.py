@@ -30,8 +30,6 @@ from daemons.stash.videos import probe
 from supervisor import Daemon, DaemonConfig
 from supervisor.jobs import JobContext
 
-#: qBittorrent states of a complete torrent at rest (seeding, queued or paused), its files in place.
-SETTLED = frozenset({"uploading", "stalledUP", "pausedUP", "queuedUP", "forcedUP", "stoppedUP"})
 VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mkv", ".avi", ".mov", ".wmv", ".webm", ".flv", ".mpg", ".mpeg", ".ts")
 #: Seconds ffprobe gets to read one file's duration.
 PROBE_TIMEOUT = 30
@@ -147,7 +145,7 @@ class DownloadProcessor(Daemon):
         completed = await self.qbittorrent.completed(config.category)
         done = {config.synced_tag, config.error_tag}
         # Settled torrents only: one being checked, moved or missing its files is looked at next time.
-        pending = [torrent for torrent in completed if not torrent.tags & done and torrent.state in SETTLED]
+        pending = [torrent for torrent in completed if not torrent.tags & done and torrent.at_rest]
         if not pending:
             where = f"in category {config.category}" if config.category else "in any category"
             await self.update_status(f"No new downloads {where}")

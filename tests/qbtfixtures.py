@@ -11,7 +11,9 @@ import aiohttp
 import pytest
 import torf
 
+from daemons.qbittorrent.client import QbittorrentClient, Torrent
 from daemons.qbittorrent.nox import QbittorrentNox
+from tests.webharness import eventually
 
 
 def make_torrent(path: Path, *, name: str | None = None) -> tuple[bytes, str]:
@@ -62,3 +64,17 @@ async def torrent_info(session: aiohttp.ClientSession, infohash: str) -> dict[st
         response.raise_for_status()
         found: list[dict[str, Any]] = await response.json()
     return found[0] if found else None
+
+
+async def until_at_rest(client: QbittorrentClient, infohash: str) -> Torrent:
+    """Wait until qBittorrent has the torrent complete and at rest (it checks resume data after adding or a restart)."""
+    found: Torrent | None = None
+
+    async def at_rest() -> bool:
+        nonlocal found
+        found = await client.torrent(infohash)
+        return found is not None and found.at_rest
+
+    await eventually(at_rest, timeout=30, poll=0.05)
+    assert found is not None
+    return found

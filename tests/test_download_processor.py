@@ -4,7 +4,6 @@ qBittorrent stopped mid-cycle and refusing the password."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 import tempfile
@@ -18,14 +17,14 @@ import pytest
 from pydantic import ValidationError
 
 from daemons.download_processor import DownloadProcessor
-from daemons.qbittorrent.client import QbittorrentClient, Torrent
+from daemons.qbittorrent.client import QbittorrentClient
 from daemons.qbittorrent.nox import QbittorrentNox
 from daemons.stash.double import StashDouble
 from daemons.stash.videos import make_video
 from supervisor.jobs import Job, JobStatus
 from supervisor.models import DaemonStatus
 from tests.harness import Kernel, make_settings, running_kernel
-from tests.qbtfixtures import make_torrent, nox, webui_session
+from tests.qbtfixtures import make_torrent, nox, until_at_rest, webui_session
 
 __all__ = ["nox"]  # the fixture, used by name
 
@@ -136,23 +135,10 @@ async def add(
     client = state.client()
     try:
         await client.add_torrent(torrent, str(content.parent), category=category, tags=tags)
-        await until_torrent(client, infohash, seeding)
+        await until_at_rest(client, infohash)
     finally:
         client.close()
     return infohash
-
-
-def seeding(torrent: Torrent) -> bool:
-    return torrent.progress == 1 and torrent.state in {"uploading", "stalledUP", "pausedUP", "forcedUP"}
-
-
-async def until_torrent(client: QbittorrentClient, infohash: str, check: Callable[[Torrent], bool]) -> Torrent:
-    for _ in range(400):
-        found = await client.torrent(infohash)
-        if found is not None and check(found):
-            return found
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"torrent {infohash} never reached the expected state: {found}")
 
 
 async def tags_of(state: World, *infohashes: str) -> list[frozenset[str]]:
@@ -312,7 +298,7 @@ async def test_qbittorrent_stopped_mid_cycle_leaves_no_tag_and_the_next_run_fini
             await nox.start()
             client = state.client()
             try:  # once qBittorrent has checked its resume data, the torrents count as completed again
-                restored = [await until_torrent(client, infohash, seeding) for infohash in (first, second)]
+                restored = [await until_at_rest(client, infohash) for infohash in (first, second)]
             finally:
                 client.close()
             assert [torrent.tags for torrent in restored] == [frozenset()] * 2, "no tag while qBittorrent was down"

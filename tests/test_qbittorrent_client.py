@@ -24,12 +24,10 @@ from daemons.qbittorrent.client import (
 )
 from daemons.qbittorrent.nox import QbittorrentNox
 from supervisor import TransientError
-from tests.qbtfixtures import add_torrent, make_torrent, nox, torrent_info, webui_session
+from tests.qbtfixtures import add_torrent, make_torrent, nox, torrent_info, until_at_rest, webui_session
 from tests.webharness import eventually
 
 __all__ = ["nox"]  # the fixture: imported for pytest to find, and used by name only
-
-SEEDING = {"uploading", "stalledUP", "pausedUP", "forcedUP", "queuedUP"}
 
 
 @contextlib.asynccontextmanager
@@ -106,14 +104,6 @@ def summary(torrent: Torrent) -> tuple[str, str, str, str, frozenset[str], float
     return (torrent.hash, torrent.name, torrent.save_path, torrent.category, torrent.tags, torrent.progress)
 
 
-async def until_seeding(client: QbittorrentClient, infohash: str) -> None:
-    async def seeding() -> bool:
-        found = await client.torrent(infohash)
-        return found is not None and found.progress == 1 and found.state in SEEDING
-
-    await eventually(seeding, timeout=30, poll=0.05)
-
-
 async def test_completed_torrents_by_category_their_files_and_tags(
     nox: QbittorrentNox, client: QbittorrentClient, tmp_path: Path
 ) -> None:
@@ -138,7 +128,7 @@ async def test_completed_torrents_by_category_their_files_and_tags(
 
         await eventually(checked, timeout=30, poll=0.05)
     for infohash in (clip_hash, folder_hash):
-        await until_seeding(client, infohash)
+        await until_at_rest(client, infohash)
 
     assert [summary(t) for t in await client.completed("stash")] == [
         (clip_hash, "clip.mp4", str(clip.parent), "stash", {"seen"}, 1.0)

@@ -12,6 +12,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from daemons.qbittorrent.client import AT_REST
 from daemons.qbittorrent.nox import NoxFailed, NoxMissing, QbittorrentNox
 from tests.qbtfixtures import add_torrent, make_torrent, nox, torrent_info, webui_session
 from tests.webharness import eventually
@@ -21,7 +22,6 @@ __all__ = ["nox"]  # the fixture: imported for pytest to find, and used by name 
 LOOPBACK = ipaddress.IPv4Address("127.0.0.1")
 TCP_LISTEN = "0A"
 # With skip_checking, progress is 1 from the start, while content_path is still relative: wait for seeding too.
-SEEDING = {"uploading", "stalledUP", "pausedUP"}
 
 
 async def login(nox: QbittorrentNox, password: str) -> str:
@@ -110,7 +110,7 @@ async def test_a_torrent_of_a_local_file_completes(nox: QbittorrentNox, tmp_path
 
         async def complete() -> bool:
             info = await torrent_info(session, infohash)
-            return info is not None and info["progress"] == 1 and info["state"] in SEEDING
+            return info is not None and info["progress"] == 1 and info["state"] in AT_REST
 
         await eventually(complete, timeout=30, poll=0.05)
         info = await torrent_info(session, infohash)

@@ -45,6 +45,10 @@ class QbittorrentAPIError(QbittorrentError):
     """qBittorrent understood the request and refused it (an unknown torrent, a bad argument)."""
 
 
+#: States of a complete torrent at rest (seeding, queued or paused): not being checked, moved or missing files.
+AT_REST = frozenset({"uploading", "stalledUP", "pausedUP", "queuedUP", "forcedUP", "stoppedUP"})
+
+
 @dataclass(frozen=True, slots=True)
 class Torrent:
     hash: str
@@ -54,6 +58,11 @@ class Torrent:
     save_path: str
     progress: float  # 0..1
     state: str
+
+    @property
+    def at_rest(self) -> bool:
+        """Complete, with its files in place (qBittorrent is not checking or moving them)."""
+        return self.progress == 1 and self.state in AT_REST
 
     @classmethod
     def from_answer(cls, answer: Any) -> Torrent:
@@ -90,7 +99,14 @@ class QbittorrentClient:
             client.auth_log_in()  # now, so a refused password is told apart from a refused call
             return client
 
-        self._qbt = BlockingConnection(connect, _log_out, timeout, "qbittorrent")
+        self._qbt = BlockingConnection(
+            connect,
+            _log_out,
+            timeout,
+            "qbittorrent",
+            translate=self._translate,
+            reconnect_after=(TransientError, QbittorrentUnauthorized),
+        )
 
     @classmethod
     def from_settings(cls, settings: QbittorrentSettings) -> QbittorrentClient:
@@ -140,19 +156,13 @@ class QbittorrentClient:
             raise QbittorrentAPIError(f"qBittorrent at {self.url} did not add the torrent ({answer})")
 
     async def _call(self, request: Callable[[qbittorrentapi.Client], T]) -> T:
-        """Run `request` in the connection's thread; map every failure to a QbittorrentError."""
-        try:
-            return await self._qbt.call(request)
-        except TimeoutError:
-            raise QbittorrentTimeout(f"qBittorrent at {self.url} did not answer within {self._timeout:g} s") from None
-        except Exception as error:
-            failure = self._translate(error)
-            if isinstance(failure, TransientError | QbittorrentUnauthorized):
-                self._qbt.forget()  # log in afresh next time (qBittorrent may have restarted)
-            raise failure from None
+        """Run `request` in the connection's thread; every failure comes out as a QbittorrentError."""
+        return await self._qbt.call(request)
 
     def _translate(self, error: Exception) -> QbittorrentError:
         where = f"qBittorrent at {self.url}"
+        if isinstance(error, TimeoutError):
+            return QbittorrentTimeout(f"{where} did not answer within {self._timeout:g} s")
         if isinstance(error, qbittorrentapi.LoginFailed):
             return QbittorrentUnauthorized(f"{where} refused the user name or password (check qbittorrent.password)")
         if isinstance(error, qbittorrentapi.HTTP403Error | qbittorrentapi.HTTP401Error):

@@ -120,7 +120,14 @@ class StashClient:
         self.url = url.rstrip("/")
         connection = connection_of(url, api_key)
         self._timeout = timeout
-        self._stash = BlockingConnection(lambda: _Interface(connection, timeout), _disconnect, timeout, "stash")
+        self._stash = BlockingConnection(
+            lambda: _Interface(connection, timeout),
+            _disconnect,
+            timeout,
+            "stash",
+            translate=self._translate,
+            reconnect_after=(TransientError, StashUnauthorized),
+        )
 
     @classmethod
     def from_settings(cls, settings: StashSettings) -> StashClient:
@@ -239,16 +246,8 @@ class StashClient:
     # -- the call path -----------------------------------------------------------------
 
     async def _call(self, request: Callable[[StashInterface], T]) -> T:
-        """Run `request` in the connection's thread; map every failure to a StashError."""
-        try:
-            return await self._stash.call(request)
-        except TimeoutError:
-            raise StashTimeout(f"Stash at {self.url} did not answer within {self._timeout:g} s") from None
-        except Exception as error:
-            failure = self._translate(error)
-            if isinstance(failure, TransientError | StashUnauthorized):
-                self._stash.forget()  # connect afresh next time (Stash may have restarted, or the key changed)
-            raise failure from None
+        """Run `request` in the connection's thread; every failure comes out as a StashError."""
+        return await self._stash.call(request)
 
     def _translate(self, error: Exception) -> StashError:
         if isinstance(error, StashError):
@@ -261,7 +260,7 @@ class StashClient:
         if isinstance(error, requests.exceptions.InvalidHeader):
             # The message would quote the key itself.
             return StashUnauthorized("the Stash API key has characters an HTTP header cannot carry")
-        if isinstance(error, requests.Timeout):
+        if isinstance(error, requests.Timeout | TimeoutError):
             return StashTimeout(f"Stash at {self.url} did not answer within {self._timeout:g} s")
         if isinstance(error, requests.ConnectionError):
             return StashUnreachable(f"cannot reach Stash at {self.url}: {failure_reason(error)}")

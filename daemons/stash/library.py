@@ -260,17 +260,11 @@ class SceneLibrary:
         await self._transaction(sql, [(error, int(scene_id))])
 
     async def set_aside(self, max_failures: int) -> list[SceneRecord]:
-        """Scenes whose analysis failed `max_failures` times: not tried again until `retry_analysis`."""
+        """Scenes whose analysis failed `max_failures` times: `to_analyse` leaves them out."""
         async with self._db.execute(
             f"SELECT {_COLUMNS} FROM scenes WHERE analysis_failures >= ? ORDER BY id", (max_failures,)
         ) as cursor:
             return [_record(row) async for row in cursor]
-
-    async def retry_analysis(self, scene_ids: Iterable[str]) -> None:
-        rows = [(int(scene_id),) for scene_id in scene_ids]
-        if rows:
-            sql = "UPDATE scenes SET analysis_failures = 0, analysis_error = NULL WHERE id = ?"
-            await self._transaction(sql, rows)
 
     async def scene(self, scene_id: str) -> SceneRecord | None:
         async with self._db.execute(f"SELECT {_COLUMNS} FROM scenes WHERE id = ?", (int(scene_id),)) as cursor:
