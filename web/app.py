@@ -14,7 +14,7 @@ import structlog
 from aiohttp import web
 
 from supervisor.app import Warden
-from web import api, auth, metrics, plans, ws
+from web import analysis, api, auth, metrics, plans, ws
 from web.keys import ACCESS, LIVE_STATS, SOCKETS, WARDEN, Access, LiveStats
 
 STATIC = Path(__file__).parent / "static"
@@ -59,6 +59,7 @@ def create_app(warden: Warden, access: Access) -> web.Application:
     add.add_get(f"{base}/api/jobs/{{id}}", api.get_job)
     add.add_post(f"{base}/api/jobs/{{id}}/cancel", api.cancel_job)
     plans.add_routes(add, base)
+    analysis.add_routes(add, base)
     add.add_get(f"{base}/jobs", page)  # the page's own views: it routes by path
     add.add_get(f"{base}/jobs/{{id}}", page)
     add.add_get(f"{base}/plans", page)
@@ -69,6 +70,7 @@ def create_app(warden: Warden, access: Access) -> web.Application:
     add.add_static(f"{base}/static", STATIC)
     app.on_response_prepare.append(_revalidate_static)
     app.cleanup_ctx.append(plans.plans_store)
+    app.cleanup_ctx.append(analysis.scene_library)
     app.on_shutdown.append(ws.close_all)
     return app
 

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from daemons.plans.store import PlanStore
+from daemons.stash.library import SceneLibrary
 from supervisor.app import Warden
 
 if TYPE_CHECKING:
@@ -38,3 +39,5 @@ SOCKETS: web.AppKey[weakref.WeakSet[Connection]] = web.AppKey("sockets")
 LIVE_STATS = web.AppKey("live_stats", LiveStats)
 #: The plans database, open for as long as the app runs (web/plans.py).
 PLANS = web.AppKey("plans", PlanStore)
+#: The scene library, open for as long as the app runs (web/analysis.py).
+LIBRARY = web.AppKey("library", SceneLibrary)

@@ -266,6 +266,13 @@ class SceneLibrary:
         ) as cursor:
             return [_record(row) async for row in cursor]
 
+    async def retry_analysis(self, scene_ids: Iterable[str]) -> None:
+        """Forget these scenes' failures: a person asked for them to be analysed again."""
+        rows = [(int(scene_id),) for scene_id in scene_ids]
+        if rows:
+            sql = "UPDATE scenes SET analysis_failures = 0, analysis_error = NULL WHERE id = ?"
+            await self._transaction(sql, rows)
+
     async def scene(self, scene_id: str) -> SceneRecord | None:
         async with self._db.execute(f"SELECT {_COLUMNS} FROM scenes WHERE id = ?", (int(scene_id),)) as cursor:
             row = await cursor.fetchone()

@@ -13,6 +13,7 @@ import { Live } from "./live.js";
 import { askToSignIn } from "./login.js";
 import { LogPanels } from "./logs.js";
 import { PlansView } from "./plansview.js";
+import { SetAsideList } from "./setaside.js";
 import { startViews } from "./views.js";
 import { YamlEditor } from "./yamleditor.js";
 
@@ -44,6 +45,7 @@ const jobs = new JobStore();
 const jobsView = new JobsView(document.getElementById("jobs-view"), jobs);
 const jobDetail = new JobDetail(document.getElementById("job-detail"), jobs);
 const plansView = new PlansView(document.getElementById("plans-view"), document.getElementById("plan-detail"));
+const setAside = new SetAsideList(document.getElementById("set-aside"));
 const daemonPath = (name, rest) => `api/daemons/${encodeURIComponent(name)}/${rest}`;
 
 const cardActions = {
@@ -112,6 +114,7 @@ function onMessage(message) {
         jobsView.load();
         jobDetail.load();
         plansView.reload();
+        setAside.load();
       }
       break;
     case "daemon":
@@ -120,6 +123,7 @@ function onMessage(message) {
     case "job":
       jobs.fromSocket(message.job, message.seq);
       plansView.jobChanged(message.job);
+      setAside.jobChanged(message.job);
       break;
     case "event":
       events.add(message.event);
@@ -197,6 +201,7 @@ async function load() {
   events.load();
   jobsView.load();
   plansView.reload();
+  setAside.load();
   live.start();
 }
 
@@ -227,6 +232,7 @@ startViews(
   (route) => {
     jobDetail.show(route.view === "job" ? route.id : null);
     plansView.show(route.view, route.view === "plan" ? route.id : null);
+    if (route.view === "plans") setAside.load();
   },
 );
 load();

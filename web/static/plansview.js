@@ -1,6 +1,7 @@
 // The Plans view (<base>plans) and one plan (<base>plans/<id>): the changes a plan proposes, scene by
 // scene, to approve or reject, and "Apply now". While plan_applier applies a plan, its `apply_plan`
-// job messages (key "plan <id>") make the page fetch the plan again, at most every THROTTLE ms.
+// job messages (key "plan <id>") make the page fetch the plan again, at most every THROTTLE ms; the
+// list is fetched again when one is applied or an analysis ends.
 
 import { getJSON, sendJSON } from "./api.js";
 import { h, setText, show } from "./dom.js";
@@ -99,8 +100,10 @@ export class PlansView {
     if (id !== null) this.loadPlan();
   }
 
-  // A job message from the socket: an apply_plan job changes a plan's counts.
+  // A job message from the socket: an analysis that ended may have written a plan; an apply_plan
+  // job changes a plan's counts.
   jobChanged(job) {
+    if (job.type === "analysis" && job.finished_at) this.listing.ask();
     if (job.type !== "apply_plan") return;
     this.listing.ask();
     if (this.id !== null && job.key === `plan ${this.id}`) this.refetch.ask();

@@ -1,0 +1,99 @@
+"""Scenes video analysis set aside: list them, and let a person ask for them to be analysed again.
+
+A scene is set aside once its analysis failed `max_failures` times (video_analysis's setting, read
+from the running configuration); video_analysis leaves it alone until a retry clears its failures.
+The app holds one handle on the scene library for as long as it runs (`scene_library`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from aiohttp import web
+
+from daemons.stash.base import library_path
+from daemons.stash.library import LibraryError, SceneLibrary, SceneRecord
+from daemons.video_analysis import VideoAnalysis
+from supervisor.runner import DaemonRunner
+from supervisor.supervisor import UnknownDaemon
+from web.api import _json, _json_object, _supervisor, error
+from web.keys import LIBRARY, WARDEN
+
+ANALYSIS = VideoAnalysis.name
+
+
+async def scene_library(app: web.Application) -> AsyncIterator[None]:
+    """cleanup_ctx: the app's handle on the scene library, for as long as the app runs."""
+    app[LIBRARY] = await SceneLibrary.open(library_path(app[WARDEN].settings))
+    try:
+        yield
+    finally:
+        await app[LIBRARY].close()
+
+
+def add_routes(router: web.UrlDispatcher, base: str) -> None:
+    router.add_get(f"{base}/api/analysis/set-aside", list_set_aside)
+    router.add_post(f"{base}/api/analysis/retry", retry)
+
+
+def scene_body(scene: SceneRecord) -> dict[str, Any]:
+    return {
+        "id": scene.id,
+        "title": scene.title,
+        "path": scene.path,
+        "failures": scene.analysis_failures,
+        "error": scene.analysis_error,
+    }
+
+
+def _analysis(request: web.Request) -> tuple[DaemonRunner, int]:
+    """video_analysis's runner and its max_failures; 409 when it is not installed."""
+    try:
+        runner = _supervisor(request).runner(ANALYSIS)
+    except UnknownDaemon:
+        raise error(web.HTTPConflict, f"{ANALYSIS} is not installed, so no scene is set aside") from None
+    config = runner.config
+    assert isinstance(config, VideoAnalysis.Config)
+    return runner, config.max_failures
+
+
+async def _set_aside(request: web.Request, max_failures: int) -> list[SceneRecord]:
+    try:
+        return await request.app[LIBRARY].set_aside(max_failures)
+    except LibraryError as failure:
+        raise error(web.HTTPServiceUnavailable, str(failure)) from None
+
+
+async def list_set_aside(request: web.Request) -> web.Response:
+    _, max_failures = _analysis(request)
+    scenes = await _set_aside(request, max_failures)
+    return _json({"max_failures": max_failures, "scenes": [scene_body(scene) for scene in scenes]})
+
+
+async def retry(request: web.Request) -> web.Response:
+    """Body: {"scene_ids": ["12", ...]}, or {} for every scene set aside. Clears their failures and
+    wakes video_analysis; every id is checked before anything changes."""
+    runner, max_failures = _analysis(request)
+    body = await _json_object(request)
+    unknown = set(body) - {"scene_ids"}
+    if unknown:
+        raise error(web.HTTPBadRequest, f"unknown fields: {', '.join(sorted(unknown))}")
+    set_aside = {scene.id for scene in await _set_aside(request, max_failures)}
+    if "scene_ids" in body:
+        ids = body["scene_ids"]
+        if not isinstance(ids, list) or not ids or not all(isinstance(i, str) for i in ids):
+            raise error(web.HTTPBadRequest, "scene_ids must be a non-empty list of strings")
+        others = sorted(set(ids) - set_aside)
+        if others:
+            raise error(web.HTTPBadRequest, f"scenes not set aside: {', '.join(others)}")
+        chosen = sorted(set(ids))
+    else:
+        chosen = sorted(set_aside)
+    try:
+        await request.app[LIBRARY].retry_analysis(chosen)
+    except LibraryError as failure:
+        raise error(web.HTTPServiceUnavailable, str(failure)) from None
+    # False when it is busy or stopped: it takes the scenes up at its next check.
+    woken = runner.wake()
+    return _json({"retried": chosen, "woken": woken})
