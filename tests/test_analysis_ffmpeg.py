@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -253,6 +254,22 @@ async def test_a_run_past_the_timeout_is_killed(tmp_path, children):
     [process] = children.started["ffprobe"]
     assert_killed(process)
     assert processes_mentioning(fifo) == []
+
+
+async def test_cut_detection_has_more_time_per_minute_of_video(tmp_path, children, monkeypatch):
+    clip = make_video(tmp_path / "half-minute.mp4", width=32, height=18, duration=30, fps=5)
+    tools = tmp_path / "bin"  # the real ffprobe, and an ffmpeg that hangs
+    tools.mkdir()
+    (tools / "ffprobe").symlink_to(shutil.which("ffprobe"))
+    (tools / "ffmpeg").write_text(f"#!/bin/sh\nexec {shutil.which('sleep')} 600\n")
+    (tools / "ffmpeg").chmod(0o755)
+    monkeypatch.setenv("PATH", str(tools))
+    started = time.monotonic()
+    # 1 s, plus 4 s per minute for half a minute of video.
+    with pytest.raises(AnalysisFailed, match=r"^ffmpeg did not finish within 3(\.\d+)? s$"):
+        await analyse(clip, timeout=1, timeout_per_minute=4)
+    assert 3 <= time.monotonic() - started < 8
+    assert_killed(children.started["ffmpeg"][0])
 
 
 async def cancel_while(tool: str, path: Path, children: Any) -> None:

@@ -93,6 +93,28 @@ async def test_approved_changes_are_applied_once_and_deleted_scenes_skipped(tmp_
     assert job.message == "Applied 6/6 changes"
 
 
+async def test_a_tag_known_by_an_alias_is_the_one_used_and_nothing_is_added_twice(tmp_path: Path) -> None:
+    async with StashDouble(api_key=KEY, step_delay=0.001) as double:
+        scene = double.add_scene("/media/one.mp4").id
+        brief = double.library.add_tag("Brief", aliases=["Short"]).id
+        cut = double.library.add_tag("Cut", aliases=["scene cut"]).id
+        double.library.update_scenes_tags([scene], [brief], "ADD")
+        double.library.add_marker(scene, "Cut", 20.0, cut)
+        # Already true under the user's own names, and a marker at a new time.
+        plan = await stored_plan(tmp_path, [tag(scene, "short"), marker(scene, 20.4), marker(scene, 40.0)])
+        settings = make_settings(
+            [PlanApplier], tmp_path, stash={"url": double.url, "api_key": KEY}, daemons={NAME: {"interval": 3600}}
+        )
+        async with running_kernel([PlanApplier], tmp_path, settings=settings) as kernel:
+            await kernel.supervisor.start(NAME)
+            await kernel.until(lambda: kernel.supervisor.runner(NAME).status.message.startswith("Applied 1 plans"), 30)
+        stored, outcomes = await plan_now(tmp_path, plan.id)
+    assert stored.status is PlanStatus.APPLIED and set(outcomes.values()) == {ChangeStatus.APPLIED}
+    assert tag_names(double, scene) == ["Brief"]
+    assert markers_of(double) == Counter({(scene, 20.0, "Cut"): 1, (scene, 40.0, "Cut"): 1})
+    assert sorted(found.name for found in double.library.tags.values()) == ["Brief", "Cut"], "no tag is created"
+
+
 async def test_a_warden_killed_mid_plan_finishes_it_after_a_restart_with_nothing_applied_twice(tmp_path: Path) -> None:
     data = tmp_path / "data"
     data.mkdir()

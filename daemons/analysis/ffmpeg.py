@@ -1,7 +1,8 @@
 """Warden's built-in analyser: technical tags read by ffprobe, and scene-cut markers found by ffmpeg.
 
-Both tools run on this machine as child processes of the event loop, each run within `timeout`
-seconds; a run that times out or is cancelled kills its child and waits until it is reaped.
+Both tools run on this machine as child processes of the event loop, each within its time limit
+(`timeout`, plus `timeout_per_minute` of video for the cut detection, which decodes the whole
+file); a run that times out or is cancelled kills its child and waits until it is reaped.
 """
 
 from __future__ import annotations
@@ -81,6 +82,13 @@ class FfmpegSettings(BaseModel, extra="forbid", frozen=True, validate_default=Tr
     timeout: float = Field(
         600, ge=1, le=86_400, description="Seconds one run of ffprobe or ffmpeg may take before the scene fails."
     )
+    timeout_per_minute: float = Field(
+        60,
+        ge=0,
+        le=3600,
+        description="Seconds the cut detection may take per minute of video, on top of timeout: it decodes the "
+        "whole file, so a long 4K film needs far longer than a clip.",
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,7 +121,8 @@ class FfmpegAnalyser:
         video = await self._probe(scene.path)
         proposals = [Proposal("tags", "add", self._tag_name(tag), 1.0) for tag in _technical_tags(video)]
         if self.settings.detect_cuts:
-            proposals += self._markers(await self._find_cuts(scene.path), video.duration)
+            timeout = self.settings.timeout + self.settings.timeout_per_minute * video.duration / 60
+            proposals += self._markers(await self._find_cuts(scene.path, timeout), video.duration)
         return proposals
 
     def _tag_name(self, tag: BuiltinTag) -> str:
@@ -121,7 +130,7 @@ class FfmpegAnalyser:
 
     async def _probe(self, path: str) -> _Video:
         command = ("-v", "error", "-print_format", "json", "-show_format", "-show_streams", _input(path))
-        returncode, out, err = await self._run("ffprobe", *command)
+        returncode, out, err = await self._run(self.settings.timeout, "ffprobe", *command)
         if returncode != 0:
             raise AnalysisFailed(f"ffprobe cannot read the file: {_first_line(err, returncode)}")
         try:
@@ -132,13 +141,14 @@ class FfmpegAnalyser:
             raise AnalysisFailed(f"{path} has no video stream")
         return video
 
-    async def _find_cuts(self, path: str) -> list[_Cut]:
+    async def _find_cuts(self, path: str, timeout: float) -> list[_Cut]:
         # select keeps the frames whose scene score (0..1) passes the threshold; metadata=print writes
         # each one's pts_time and lavfi.scene_score to stdout ('pipe\:1', escaped for the filter graph),
         # which leaves stderr to errors. showinfo prints the time but no score, and scdet scores on a
         # 0..100 scale of its own. Checked with Debian 12's ffmpeg 5.1: a cut's time is its frame's own.
         graph = f"select='gt(scene,{self.settings.scene_threshold})',metadata=print:file='pipe\\:1'"
         returncode, out, err = await self._run(
+            timeout,
             "ffmpeg",
             *("-nostdin", "-hide_banner", "-nostats", "-v", "error", "-i", _input(path)),
             *("-map", "0:V:0", "-filter:v", graph, "-f", "null", "-"),  # 0:V: a video stream that is not cover art
@@ -162,12 +172,11 @@ class FfmpegAnalyser:
             for number, cut in enumerate(kept, start=2)
         ]
 
-    async def _run(self, tool: str, *args: str) -> tuple[int, str, str]:
-        """Run `tool` to its end: (exit status, stdout, stderr)."""
+    async def _run(self, timeout: float, tool: str, *args: str) -> tuple[int, str, str]:
+        """Run `tool` to its end, killed after `timeout` seconds: (exit status, stdout, stderr)."""
         executable = shutil.which(tool)
         if executable is None:
             raise AnalysisFailed(f"{tool} is not installed; install it with `apt-get install ffmpeg`")
-        timeout = self.settings.timeout
         try:
             async with asyncio.timeout(timeout):
                 process = await asyncio.create_subprocess_exec(

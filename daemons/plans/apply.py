@@ -18,23 +18,29 @@ from supervisor import TransientError
 #: Seconds within which an existing marker with the same primary tag is the proposed one.
 MARKER_TOLERANCE = 1.0
 #: What `already_holds` needs to know of a scene.
-SCENE_STATE = "id tags { id name } scene_markers { id seconds primary_tag { id name } }"
+SCENE_STATE = "id tags { id name aliases } scene_markers { id seconds primary_tag { id name aliases } }"
 
 
 def already_holds(scene: dict[str, Any], field: str, action: str, value: Any) -> bool:
     """Whether the change is already true of the scene as Stash has it: the tag there (or gone, for
-    a removal), a marker with the same primary tag within MARKER_TOLERANCE seconds."""
+    a removal), a marker with the same primary tag within MARKER_TOLERANCE seconds. A tag is known
+    by its name or any alias, as Stash finds it: the applier adds "Short" as the user's "Brief"
+    when "Short" is an alias of it."""
     if field == "tags":
-        present = str(value).lower() in {tag["name"].lower() for tag in scene.get("tags") or ()}
+        name = str(value).casefold()
+        present = any(name in _names(tag) for tag in scene.get("tags") or ())
         return present == (action == "add")
     if field == "markers" and action == "add":
-        seconds, primary = float(value["seconds"]), str(value["primary_tag"]).lower()
+        seconds, primary = float(value["seconds"]), str(value["primary_tag"]).casefold()
         return any(
-            marker["primary_tag"]["name"].lower() == primary
-            and abs(float(marker["seconds"]) - seconds) <= MARKER_TOLERANCE
+            primary in _names(marker["primary_tag"]) and abs(float(marker["seconds"]) - seconds) <= MARKER_TOLERANCE
             for marker in scene.get("scene_markers") or ()
         )
     return False
+
+
+def _names(tag: dict[str, Any]) -> set[str]:
+    return {name.casefold() for name in (tag["name"], *(tag.get("aliases") or ()))}
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +54,7 @@ class ChangeApplier:
     """Applies changes with one Stash client; tags are looked up (and created) once per name."""
 
     stash: StashClient
-    _tag_ids: dict[str, str] = field(default_factory=dict)  # lowercase name -> id
+    _tag_ids: dict[str, str] = field(default_factory=dict)  # casefolded name -> id
 
     async def apply(self, change: Change) -> Outcome:
         """Apply `change`. Raises only a TransientError (Stash down or busy): worth retrying the whole plan for."""
@@ -86,7 +92,7 @@ class ChangeApplier:
         )
 
     async def _tag_id(self, name: str, *, create: bool) -> str | None:
-        key = name.lower()
+        key = name.casefold()
         if key not in self._tag_ids:
             found = await self.stash.find_tag(name)
             if found is None and not create:
