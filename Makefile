@@ -20,6 +20,7 @@ lint: $(VENV)/.installed-dev
 bench: $(VENV)/.installed-dev system-packages
 	$(BIN)/python -m bench.page_latency
 	$(BIN)/python -m bench.stash_sync
+	$(BIN)/python -m bench.video_analysis
 
 format: $(VENV)/.installed-dev
 	$(BIN)/ruff check --fix .

@@ -10,13 +10,15 @@ time) counts as applied. A change whose scene was deleted in Stash is skipped.
 from __future__ import annotations
 
 import functools
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 from pydantic import Field
 
 from daemons.plans.apply import ChangeApplier
-from daemons.plans.store import ChangeStatus, PlanConflict, PlanError, PlanStatus, PlanStore
+from daemons.plans.store import OUTCOMES, ChangeStatus, PlanConflict, PlanError, PlanStatus, PlanStore
 from daemons.stash.client import StashClient, StashError
 from supervisor import Daemon, DaemonConfig
 from supervisor.config import WardenSettings
@@ -25,6 +27,16 @@ from supervisor.jobs import JobContext
 
 def plans_path(settings: WardenSettings) -> Path:
     return settings.paths.data_dir / "plans.db"
+
+
+@asynccontextmanager
+async def open_plans(settings: WardenSettings) -> AsyncIterator[PlanStore]:
+    """A plan store of the caller's own, closed when the block ends."""
+    store = await PlanStore.open(plans_path(settings))
+    try:
+        yield store
+    finally:
+        await store.close()
 
 
 class PlanApplier(Daemon):
@@ -51,7 +63,7 @@ class PlanApplier(Daemon):
     async def run(self) -> None:
         if self.settings.stash.url is None:
             await self.wait_for_setting("No Stash server configured: set stash.url in warden.yaml")
-        self.plans = await PlanStore.open(plans_path(self.settings))
+        self.plans = await self.keep_trying(lambda: PlanStore.open(plans_path(self.settings)), (PlanError,))
         try:
             await self.run_cycles(self.cycle, (StashError, PlanError))
         finally:
@@ -94,31 +106,33 @@ class PlanApplier(Daemon):
     async def _apply(self, job: JobContext, plan_id: int) -> dict[str, Any]:
         """The job: apply the plan's approved changes one by one, recording each outcome at once."""
         # A store and a client of the job's own: a job may outlive the daemon run that launched it.
-        store = await PlanStore.open(plans_path(self.settings))
         stash = StashClient.from_settings(self.settings.stash)
         try:
-            try:
-                await store.start_applying(plan_id)
-            except PlanConflict as conflict:  # reviewed (rejected) by a person since it was listed
-                self.log.info("plan not applied", plan=plan_id, reason=str(conflict))
-                return {"plan": plan_id, "status": "not applied", "counts": {ChangeStatus.APPLIED: 0}}
-            changes = await store.to_apply(plan_id)
-            applier = ChangeApplier(stash)
-            for number, change in enumerate(changes, start=1):
-                outcome = await applier.apply(change)
-                await store.record(change.id, outcome.status, outcome.error)
-                if outcome.status is not ChangeStatus.APPLIED:
-                    self.log.warning(
-                        "change not applied",
-                        plan=plan_id,
-                        change=change.id,
-                        status=str(outcome.status),
-                        error=outcome.error,
-                    )
-                job.progress(done=number, total=len(changes), message=f"Applied {number}/{len(changes)} changes")
-            plan = await store.finish(plan_id)
-            self.log.info("plan applied", plan=plan.id, status=str(plan.status), counts=plan.counts)
-            return {"plan": plan.id, "name": plan.name, "status": str(plan.status), "counts": plan.counts}
+            async with open_plans(self.settings) as store:
+                try:
+                    started = await store.start_applying(plan_id)
+                except PlanConflict as conflict:  # reviewed (rejected) by a person since it was listed
+                    self.log.info("plan not applied", plan=plan_id, reason=str(conflict))
+                    return {"plan": plan_id, "status": "not applied", "counts": {ChangeStatus.APPLIED: 0}}
+                changes = await store.to_apply(plan_id)
+                # A plan taken up again after a crash counts the outcomes recorded before it, too.
+                before = sum(started.counts[status] for status in OUTCOMES)
+                total = before + len(changes)
+                applier = ChangeApplier(stash)
+                for number, change in enumerate(changes, start=before + 1):
+                    outcome = await applier.apply(change)
+                    await store.record(change.id, outcome.status, outcome.error)
+                    if outcome.status is not ChangeStatus.APPLIED:
+                        self.log.warning(
+                            "change not applied",
+                            plan=plan_id,
+                            change=change.id,
+                            status=str(outcome.status),
+                            error=outcome.error,
+                        )
+                    job.progress(done=number, total=total, message=f"Applied {number}/{total} changes")
+                plan = await store.finish(plan_id)
+                self.log.info("plan applied", plan=plan.id, status=str(plan.status), counts=plan.counts)
+                return {"plan": plan.id, "name": plan.name, "status": str(plan.status), "counts": plan.counts}
         finally:
             stash.close()
-            await store.close()

@@ -2,7 +2,8 @@
 
 Scenes never analysed, or analysed by another analyser or version, are taken `batch_size`
 at a time (least recently updated first) and analysed `max_parallel` at once. A change that
-already holds in Stash (the tag on the scene, a marker at that time) is never proposed. The
+already holds in Stash (the tag on the scene, a marker at that time), or already waits in a
+plan, is never proposed. The
 proposals of a batch become one plan for plan_applier, and only once the plan is stored are
 the scenes marked analysed, so a crash loses no proposal. A scene whose analysis fails (its
 file missing or unreadable) is counted; after `max_failures` it is set aside and listed,
@@ -23,9 +24,9 @@ from daemons.analysis.analyser import Analyser, AnalysisFailed, FileMissing, Pro
 from daemons.analysis.ffmpeg import FfmpegSettings
 from daemons.analysis.http import HttpAnalyserSettings
 from daemons.analysis.plugins import AnalyserUnavailable, load_analyser
-from daemons.plan_applier import plans_path
-from daemons.plans.apply import SCENE_STATE, already_holds
-from daemons.plans.store import PlanStore, ProposedChange
+from daemons.plan_applier import open_plans
+from daemons.plans.apply import SCENE_STATE, already_holds, already_proposed
+from daemons.plans.store import Change, ProposedChange
 from daemons.stash.base import StashDaemon
 from daemons.stash.client import StashError
 from daemons.stash.library import SceneRecord
@@ -98,8 +99,12 @@ class VideoAnalysis(StashDaemon):
         analysed: list[str] = []
         failed: dict[str, AnalysisFailed] = {}
         stash_trouble: list[StashError] = []
-        # A client and a library handle of the job's own: a job may outlive the daemon run that launched it.
-        async with self.own_resources() as (stash, library):
+        # A client, a library handle and a plan store of the job's own: a job may outlive the daemon run
+        # that launched it.
+        async with self.own_resources() as (stash, library), open_plans(self.settings) as store:
+            waiting: dict[str, list[Change]] = {}  # changes to the batch's scenes still waiting in a plan
+            for change in await store.open_changes(scene.id for scene in batch):
+                waiting.setdefault(change.scene_id, []).append(change)
 
             async def one(scene: SceneRecord) -> None:
                 async with limit:
@@ -120,7 +125,8 @@ class VideoAnalysis(StashDaemon):
                         stash_trouble.append(error)
                         return
                     if current is not None:  # deleted in Stash meanwhile: nothing to propose
-                        proposed.extend(_new(scene.id, proposals, current, config.min_confidence))
+                        fresh = _new(scene.id, proposals, current, waiting.get(scene.id, []), config.min_confidence)
+                        proposed.extend(fresh)
                     analysed.append(scene.id)
                     done = len(analysed) + len(failed)
                     job.progress(done=done, total=len(batch), message=f"Analysed {done}/{len(batch)} scenes")
@@ -130,11 +136,7 @@ class VideoAnalysis(StashDaemon):
                     group.create_task(one(scene))
             name = f"Video analysis {time.strftime('%Y-%m-%d %H:%M:%S')}"
             if proposed:
-                store = await PlanStore.open(plans_path(self.settings))
-                try:
-                    await store.create(name, source, proposed, approved=config.auto_approve)
-                finally:
-                    await store.close()
+                await store.create(name, source, proposed, approved=config.auto_approve)
             await library.mark_analysed(analysed, source)  # only now: a crash before re-analyses, losing nothing
             if len(batch) > 1 and not analysed and all(isinstance(f, FileMissing) for f in failed.values()):
                 # Not one file of the batch is there: the library's disk is missing, not the scenes' files.
@@ -159,11 +161,14 @@ def _analyser_settings(config: VideoAnalysis.Config) -> dict[str, Any]:
 
 
 def _new(
-    scene_id: str, proposals: list[Proposal], scene: dict[str, Any], min_confidence: float
+    scene_id: str, proposals: list[Proposal], scene: dict[str, Any], waiting: list[Change], min_confidence: float
 ) -> list[ProposedChange]:
+    """The proposals worth a change: confident enough, not already true in Stash, and not already
+    waiting in a plan (stored by a run that crashed before marking the scene, or by an older version)."""
     return [
         ProposedChange(scene_id, proposal.field, proposal.action, proposal.value, proposal.confidence)
         for proposal in proposals
         if proposal.confidence >= min_confidence
         and not already_holds(scene, proposal.field, proposal.action, proposal.value)
+        and not already_proposed(waiting, proposal.field, proposal.action, proposal.value)
     ]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import traceback
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
 
 import structlog
 
@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from supervisor.config import WardenSettings
 
 _LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
+T = TypeVar("T")
 
 
 class StatusSink(Protocol):
@@ -223,6 +224,17 @@ class Daemon:
         sentence = problem + ("" if problem.endswith((".", "!", "?")) else ".")
         await self.update_status(f"{sentence} Retrying in {delay:g} s.", problem=True)
         await self.sleep(delay, "retry after a failure")
+
+    async def keep_trying(self, attempt: Callable[[], Awaitable[T]], problems: tuple[type[Exception], ...]) -> T:
+        """`await attempt()` until it succeeds; each failure of one of the `problems` kinds (a file
+        locked or unwritable, a service down) is ridden out with `wait_out` before the next try."""
+        failures = 0
+        while True:
+            try:
+                return await attempt()
+            except problems as error:
+                failures += 1
+                await self.wait_out(str(error), failures)
 
     async def wait_for_setting(self, problem: str, until: Callable[[], bool] | None = None) -> None:
         """Show that a setting the daemon needs is missing, and wait.

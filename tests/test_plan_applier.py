@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import signal
+import sqlite3
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -165,6 +166,13 @@ async def test_a_warden_killed_mid_plan_finishes_it_after_a_restart_with_nothing
                 await warden.wait()
                 log.close()
         finished, outcomes = await plan_now(data, plan.id)
+    with sqlite3.connect(data / "warden.db") as db:
+        resumed = db.execute(
+            "SELECT message, items_done, items_total FROM jobs WHERE type = 'apply_plan' AND status = 'completed'"
+        ).fetchall()
+    assert resumed == [(f"Applied {len(changes)}/{len(changes)} changes", len(changes), len(changes))], (
+        "the resumed job counts the whole plan, the changes applied before the kill too"
+    )
     assert interrupted.status is PlanStatus.APPLYING and 0 < interrupted.counts["applied"] < len(changes)
     assert finished.status is PlanStatus.APPLIED and set(outcomes.values()) == {ChangeStatus.APPLIED}
     assert markers_of(double) == Counter(

@@ -19,6 +19,7 @@ from daemons.stash.videos import make_video
 from daemons.video_analysis import VideoAnalysis
 from supervisor.app import Warden
 from tests.test_page import open_page, screenshot
+from tests.test_video_analysis import analysed_by
 from tests.webharness import api_session, call, config_text, eventually, running_warden, until
 
 KEY = "set-aside-key-0123"
@@ -62,19 +63,8 @@ async def set_aside_library(tmp_path: Path) -> AsyncIterator[tuple[Warden, Libra
             yield warden, Library(double, clip, *ids)
 
 
-async def analysed_by(tmp_path: Path, scene_id: str) -> str | None:
-    """What analysed the scene, as the library records it."""
-    library = await SceneLibrary.open(tmp_path / "data" / "library.db")
-    try:
-        scene = await library.scene(scene_id)
-    finally:
-        await library.close()
-    assert scene is not None
-    return scene.analyzed_version
-
-
 async def is_analysed(tmp_path: Path, scene_id: str) -> bool:
-    return await analysed_by(tmp_path, scene_id) == "ffmpeg 1"
+    return await analysed_by(tmp_path / "data" / "library.db", scene_id) == "ffmpeg 1"
 
 
 async def planned_scenes(tmp_path: Path) -> set[str]:
@@ -122,7 +112,7 @@ async def test_set_aside_scenes_are_listed_and_retried_on_request(tmp_path: Path
         await until(warden, lambda: status.message == "No scenes need analysis; 1 set aside after 2 failures", 60)
         again = (await call(session, "GET", "api/analysis/set-aside"))["scenes"]
         assert [(s["id"], s["failures"]) for s in again] == [(scenes.broken, 2)]
-        assert await analysed_by(tmp_path, scenes.broken) is None
+        assert await analysed_by(tmp_path / "data" / "library.db", scenes.broken) is None
 
 
 async def test_without_video_analysis_nothing_is_set_aside(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ be finished later without a duplicate.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +38,30 @@ def already_holds(scene: dict[str, Any], field: str, action: str, value: Any) ->
             for marker in scene.get("scene_markers") or ()
         )
     return False
+
+
+def already_proposed(waiting: Iterable[Change], field: str, action: str, value: Any) -> bool:
+    """Whether one of the scene's changes still waiting in a plan (`PlanStore.open_changes`) is this
+    one: the same tag, or a marker with the same primary tag within MARKER_TOLERANCE seconds."""
+    for change in waiting:
+        if (change.field, change.action) != (field, action):
+            continue
+        if field == "markers":
+            if _same_marker(change.value, value):
+                return True
+        elif str(change.value).casefold() == str(value).casefold():
+            return True
+    return False
+
+
+def _same_marker(one: Any, other: Any) -> bool:
+    try:
+        return (
+            str(one["primary_tag"]).casefold() == str(other["primary_tag"]).casefold()
+            and abs(float(one["seconds"]) - float(other["seconds"])) <= MARKER_TOLERANCE
+        )
+    except (KeyError, TypeError, ValueError):  # a malformed value waiting in a plan matches nothing
+        return False
 
 
 def _names(tag: dict[str, Any]) -> set[str]:

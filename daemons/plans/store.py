@@ -47,6 +47,7 @@ _MIGRATIONS: Sequence[str] = (
     );
     CREATE INDEX changes_by_plan_status ON changes (plan_id, status);
     """,
+    "CREATE INDEX changes_by_scene_status ON changes (scene_id, status);",
 )
 
 # The counts come back as one JSON object per plan, so a listing is one query however long it is.
@@ -79,7 +80,8 @@ class ChangeStatus(StrEnum):
     SKIPPED = "skipped"
 
 
-_OUTCOMES = (ChangeStatus.APPLIED, ChangeStatus.FAILED, ChangeStatus.SKIPPED)
+#: What applying a change ends in.
+OUTCOMES = (ChangeStatus.APPLIED, ChangeStatus.FAILED, ChangeStatus.SKIPPED)
 
 
 class PlanError(Exception):
@@ -220,6 +222,15 @@ class PlanStore:
         async with self._reading() as db, db.execute(f"{sql} ORDER BY scene_id, id", params) as cursor:
             return [_change(row) async for row in cursor]
 
+    async def open_changes(self, scene_ids: Iterable[str]) -> list[Change]:
+        """The changes to these scenes still waiting, in any plan: pending review, or approved and not yet applied."""
+        sql = (
+            f"SELECT {_CHANGE_COLUMNS} FROM changes WHERE status IN ('pending', 'approved') "
+            "AND scene_id IN (SELECT value FROM json_each(?)) ORDER BY scene_id, id"
+        )
+        async with self._reading() as db, db.execute(sql, [json.dumps(list(scene_ids))]) as cursor:
+            return [_change(row) async for row in cursor]
+
     async def to_apply(self, plan_id: int) -> list[Change]:
         return await self.changes(plan_id, [ChangeStatus.APPROVED])
 
@@ -264,7 +275,7 @@ class PlanStore:
 
     async def record(self, change_id: int, status: ChangeStatus, error: str | None = None) -> None:
         """The outcome of applying one change, committed before this returns."""
-        if status not in _OUTCOMES:
+        if status not in OUTCOMES:
             raise ValueError(f"an outcome is applied, failed or skipped, not {status!r}")
         now = self._now()
         async with self._transaction() as db:

@@ -42,7 +42,8 @@ class StashDaemon(Daemon):
             await self.wait_for_setting("No Stash server configured: set stash.url in warden.yaml")
         self.stash = StashClient.from_settings(settings)
         try:
-            self.library = await self._open_library()
+            path = library_path(self.settings)
+            self.library = await self.keep_trying(lambda: SceneLibrary.open(path), (LibraryError,))
             try:
                 await self.run_cycles(self.cycle, (StashError, LibraryError))
             finally:
@@ -63,12 +64,3 @@ class StashDaemon(Daemon):
                 await library.close()
         finally:
             stash.close()
-
-    async def _open_library(self) -> SceneLibrary:
-        failures = 0
-        while True:
-            try:
-                return await SceneLibrary.open(library_path(self.settings))
-            except LibraryError as error:
-                failures += 1
-                await self.wait_out(str(error), failures)

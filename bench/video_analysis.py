@@ -1,0 +1,125 @@
+"""video_analysis on the demo library's clips: scenes analysed per minute, by max_parallel.
+
+The clips are made once (not timed); then, for each max_parallel, a fresh data folder, the
+scenes as stash_sync leaves them, and the real daemon with the built-in ffmpeg analyser
+against the Stash double, from start until every scene is analysed and its plan stored.
+"CPU per scene" is ffprobe's and ffmpeg's (this process's children). Prints a table and
+writes bench/results/video_analysis.json.
+
+    python -m bench.video_analysis [--clips 30] [--parallel 1 2 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from daemons.plans.store import PlanStore
+from daemons.stash.demo import demo_clips
+from daemons.stash.double import StashDouble
+from daemons.stash.library import SceneLibrary, SceneRecord
+from daemons.stash.videos import make_video
+from daemons.video_analysis import VideoAnalysis
+from tests.harness import make_settings, running_kernel
+
+RESULTS = Path(__file__).parent / "results"
+KEY = "bench-analysis-api-key-0123"
+NAME = VideoAnalysis.name
+
+
+@dataclass(frozen=True)
+class Run:
+    max_parallel: int
+    scenes: int
+    seconds: float
+    tool_cpu_seconds_per_scene: float
+    changes_proposed: int
+    message: str
+
+    @property
+    def scenes_per_minute(self) -> float:
+        return round(self.scenes / self.seconds * 60, 1)
+
+
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+async def analyse_all(clips: list[Path], parallel: int, folder: Path) -> Run:
+    async with StashDouble(api_key=KEY) as double:
+        scenes = [double.add_scene(str(clip)) for clip in clips]
+        library = await SceneLibrary.open(folder / "library.db")
+        try:
+            records = [SceneRecord(s.id, "", s.path, [], [], 0, "2027-01-15T08:00:00Z", None) for s in scenes]
+            await library.upsert(records, seen_at=1.0)
+        finally:
+            await library.close()
+        config = {"interval": 86_400, "batch_size": len(clips), "max_parallel": parallel}
+        settings = make_settings(
+            [VideoAnalysis], folder, stash={"url": double.url, "api_key": KEY}, daemons={NAME: config}
+        )
+        async with running_kernel([VideoAnalysis], folder, settings=settings) as kernel:
+            status = kernel.supervisor.runner(NAME).status
+            started, cpu = time.perf_counter(), children_cpu()
+            await kernel.supervisor.start(NAME)
+            await kernel.until(lambda: status.message.startswith("Analysed "), timeout=3600)
+            seconds, cpu = time.perf_counter() - started, children_cpu() - cpu
+            message = status.message
+    store = await PlanStore.open(folder / "plans.db")
+    try:
+        changes = sum(sum(plan.counts.values()) for plan in await store.plans())
+    finally:
+        await store.close()
+    return Run(parallel, len(clips), round(seconds, 2), round(cpu / len(clips), 3), changes, message)
+
+
+async def measure(clip_count: int, parallels: list[int]) -> list[Run]:
+    with tempfile.TemporaryDirectory() as folder:
+        media = Path(folder) / "media"
+        media.mkdir()
+        clips = [
+            make_video(media / c.name, width=c.width, height=c.height, duration=c.duration, fps=c.fps, cuts=c.cuts)
+            for c in demo_clips()[:clip_count]
+        ]
+        results = []
+        for parallel in parallels:
+            data = Path(folder) / f"data-{parallel}"
+            results.append(await analyse_all(clips, parallel, data))
+        return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--clips", type=int, default=30, help="how many of the demo library's 30 clips")
+    cores = os.cpu_count() or 1
+    parser.add_argument("--parallel", type=int, nargs="+", default=sorted({1, 2, cores}))
+    options = parser.parse_args()
+    results = asyncio.run(measure(options.clips, options.parallel))
+    print("max_parallel  scenes  seconds  scenes/min  tool CPU s/scene  changes")
+    for run in results:
+        print(
+            f"{run.max_parallel:>12}  {run.scenes:>6}  {run.seconds:>7}  {run.scenes_per_minute:>10}"
+            f"  {run.tool_cpu_seconds_per_scene:>16}  {run.changes_proposed:>7}"
+        )
+    first = results[0]
+    for run in results[1:]:
+        print(f"max_parallel {run.max_parallel} / {first.max_parallel}: {first.seconds / run.seconds:.2f}x the rate")
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "video_analysis.json").write_text(
+        json.dumps(
+            {"cores": cores, "runs": [asdict(run) | {"scenes_per_minute": run.scenes_per_minute} for run in results]},
+            indent=2,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
