@@ -215,3 +215,23 @@ async def test_auto_approval_takes_matching_drafts_rejects_the_unsure_and_fails_
     assert sorted(outcomes.values()) == sorted([ChangeStatus.APPLIED, ChangeStatus.REJECTED, ChangeStatus.FAILED])
     assert applied.status is PlanStatus.PARTIALLY_APPLIED
     assert untouched.status is PlanStatus.DRAFT, "a plan not matching the prefix waits for a person"
+
+
+async def test_a_plans_database_that_cannot_be_opened_is_shown_and_retried(tmp_path: Path) -> None:
+    blocked = tmp_path / "plans.db"
+    blocked.mkdir()  # a folder where the file should be: SQLite cannot open it
+    async with StashDouble(api_key=KEY, step_delay=0.001) as double:
+        daemon = {"interval": 3600, "backoff_initial": 0.2, "backoff_max": 0.2}
+        settings = make_settings(
+            [PlanApplier], tmp_path, stash={"url": double.url, "api_key": KEY}, daemons={NAME: daemon}
+        )
+        async with running_kernel([PlanApplier], tmp_path, settings=settings) as kernel:
+            status = kernel.supervisor.runner(NAME).status
+            await kernel.supervisor.start(NAME)
+            await kernel.until(lambda: status.problem and "Cannot open the plans database" in status.message, 30)
+            shown = status.message
+            blocked.rmdir()
+            await kernel.until(lambda: status.message == "No plans to apply", 30)
+            state = kernel.state(NAME)
+    assert shown.startswith(f"Cannot open the plans database {blocked}: ") and shown.endswith("Retrying in 0.2 s.")
+    assert state == "running" and not status.problem
