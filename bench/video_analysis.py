@@ -122,7 +122,8 @@ async def measure(clip_count: int, parallels: list[int]) -> list[Run]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--clips", type=int, default=30, help="how many of the demo library's 30 clips")
+    clips = len(demo_clips())
+    parser.add_argument("--clips", type=int, default=clips, choices=range(1, clips + 1), metavar=f"1..{clips}")
     cores = os.cpu_count() or 1
     parser.add_argument("--parallel", type=int, nargs="+", default=sorted({1, 2, cores}))
     options = parser.parse_args()

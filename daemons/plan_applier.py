@@ -115,9 +115,11 @@ class PlanApplier(Daemon):
                     self.log.info("plan not applied", plan=plan_id, reason=str(conflict))
                     return {"plan": plan_id, "status": "not applied", "counts": {ChangeStatus.APPLIED: 0}}
                 changes = await store.to_apply(plan_id)
-                # A plan taken up again after a crash counts the outcomes recorded before it, too.
+                # Progress is the whole plan's: outcomes recorded earlier (before a crash, or before a person
+                # approved more of a partly applied plan) count as done.
                 before = sum(started.counts[status] for status in OUTCOMES)
                 total = before + len(changes)
+                job.progress(done=before, total=total, message=f"Applied {before}/{total} changes")
                 applier = ChangeApplier(stash)
                 for number, change in enumerate(changes, start=before + 1):
                     outcome = await applier.apply(change)

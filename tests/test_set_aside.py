@@ -4,6 +4,7 @@ refused before anything changes."""
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -25,6 +26,8 @@ from tests.webharness import api_session, call, config_text, eventually, running
 KEY = "set-aside-key-0123"
 NAME = VideoAnalysis.name
 SET_ASIDE = "No scenes need analysis; 2 set aside after 2 failures"
+MALFORMED = "scene_ids must be a non-empty list of scene ids (strings of digits)"
+NEW_ERROR = "Is a directory"  # ffprobe, given a folder
 
 
 @dataclass
@@ -37,6 +40,12 @@ class Library:
 
     def restore_missing_file(self) -> None:
         shutil.copy(self.clip, self.clip.parent / "gone.mp4")
+
+    def break_differently(self) -> None:
+        """The broken scene's analysis then fails with another error (NEW_ERROR): a sign of a new failure."""
+        broken = self.clip.parent / "broken.mp4"
+        broken.unlink()
+        broken.mkdir()
 
 
 @asynccontextmanager
@@ -88,8 +97,9 @@ async def test_set_aside_scenes_are_listed_and_retried_on_request(tmp_path: Path
         refused = [
             ({"scene_ids": [scenes.good]}, f"scenes not set aside: {scenes.good}"),
             ({"scene_ids": [scenes.missing, "999"]}, "scenes not set aside: 999"),
-            ({"scene_ids": []}, "scene_ids must be a non-empty list of strings"),
-            ({"scene_ids": [int(scenes.missing)]}, "scene_ids must be a non-empty list of strings"),
+            ({"scene_ids": []}, MALFORMED),
+            ({"scene_ids": [int(scenes.missing)]}, MALFORMED),
+            ({"scene_ids": ["../1"]}, MALFORMED),
             ({"everything": True}, "unknown fields: everything"),
         ]
         for body, message in refused:
@@ -105,14 +115,38 @@ async def test_set_aside_scenes_are_listed_and_retried_on_request(tmp_path: Path
         await eventually(lambda: is_analysed(tmp_path, scenes.missing), 60)
         assert scenes.missing in await planned_scenes(tmp_path)
 
-        # Retry all: the unreadable file fails twice more and is set aside again.
-        retried = await call(session, "POST", "api/analysis/retry", json={})
-        assert retried["retried"] == [scenes.broken]
-        status = warden.supervisor.runner(NAME).status
-        await until(warden, lambda: status.message == "No scenes need analysis; 1 set aside after 2 failures", 60)
-        again = (await call(session, "GET", "api/analysis/set-aside"))["scenes"]
-        assert [(s["id"], s["failures"]) for s in again] == [(scenes.broken, 2)]
+        # Retry all, asked twice at once: the scene is retried once. Its file, now a folder, fails twice more
+        # (with the new error) and it is set aside again.
+        scenes.break_differently()
+        asks = [call(session, "POST", "api/analysis/retry", json={}) for _ in range(2)]
+        answers = await asyncio.gather(*asks)
+        assert sorted(scene for answer in answers for scene in answer["retried"]) == [scenes.broken]
+        assert {answer["state"] for answer in answers} == {"running"}
+
+        async def set_aside_again() -> bool:
+            listed = (await call(session, "GET", "api/analysis/set-aside"))["scenes"]
+            return [(s["id"], s["failures"], NEW_ERROR in s["error"]) for s in listed] == [(scenes.broken, 2, True)]
+
+        await eventually(set_aside_again, 60)
         assert await analysed_by(tmp_path / "data" / "library.db", scenes.broken) is None
+
+
+async def test_databases_that_cannot_be_opened_yet_leave_the_page_up_and_answer_503(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    blocked = [data / "library.db", data / "plans.db"]
+    for path in blocked:
+        path.mkdir(parents=True)  # a folder where the file should be: SQLite cannot open it
+    async with running_warden(tmp_path, [VideoAnalysis]) as warden, api_session(warden) as session:
+        await call(session, "GET", "api/daemons")
+        library = await call(session, "GET", "api/analysis/set-aside", 503)
+        plans = await call(session, "GET", "api/plans", 503)
+        for path in blocked:
+            path.rmdir()
+        # The next request opens them.
+        assert (await call(session, "GET", "api/analysis/set-aside"))["scenes"] == []
+        assert (await call(session, "GET", "api/plans"))["plans"] == []
+    assert library["error"].startswith(f"cannot open the scene library {blocked[0]}: ")
+    assert plans["error"].startswith(f"cannot open the plans database {blocked[1]}: ")
 
 
 async def test_without_video_analysis_nothing_is_set_aside(tmp_path: Path) -> None:
@@ -138,15 +172,19 @@ async def test_the_plans_page_lists_set_aside_scenes_and_retries_them(tmp_path: 
         await screenshot(page, "set-aside")
 
         scenes.restore_missing_file()
-        await missing.get_by_test_id("retry-scene").click()
-        await expect(section.get_by_test_id("set-aside-note")).to_contain_text("1 scene will be analysed again")
+        async with page.expect_response(lambda response: response.url.endswith("api/analysis/retry")) as asked:
+            await missing.get_by_test_id("retry-scene").click()
+        assert (await (await asked.value).json())["retried"] == [scenes.missing]
         await expect(missing).to_have_count(0)
         await expect(broken).to_be_visible()
         # Its plan appears in the list, live, once the analysis ends.
         await expect(page.get_by_test_id("plans-table").locator("tbody tr")).to_have_count(1, timeout=30_000)
 
-        await section.get_by_test_id("retry-all").click()
-        await expect(broken).to_have_count(0)
-        # It fails twice more, and is back in the list without a reload.
-        await expect(broken.get_by_test_id("failures")).to_have_text("2", timeout=30_000)
+        scenes.break_differently()
+        async with page.expect_response(lambda response: response.url.endswith("api/analysis/retry")) as asked:
+            await section.get_by_test_id("retry-all").click()
+        assert (await (await asked.value).json())["retried"] == [scenes.broken]
+        # It fails twice more, and is back in the list with its new error, without a reload.
+        await expect(broken.get_by_test_id("analysis-error")).to_contain_text(NEW_ERROR, timeout=30_000)
+        await expect(broken.get_by_test_id("failures")).to_have_text("2")
     assert scenes.missing in await planned_scenes(tmp_path)

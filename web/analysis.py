@@ -2,7 +2,7 @@
 
 A scene is set aside once its analysis failed `max_failures` times (video_analysis's setting, read
 from the running configuration); video_analysis leaves it alone until a retry clears its failures.
-The app holds one handle on the scene library for as long as it runs (`scene_library`).
+The app holds one handle on the scene library, opened on first use (`scene_library`).
 """
 
 from __future__ import annotations
@@ -18,14 +18,16 @@ from daemons.video_analysis import VideoAnalysis
 from supervisor.runner import DaemonRunner
 from supervisor.supervisor import UnknownDaemon
 from web.api import _json, _json_object, _supervisor, error
+from web.handles import LazyHandle
 from web.keys import LIBRARY, WARDEN
 
 ANALYSIS = VideoAnalysis.name
 
 
 async def scene_library(app: web.Application) -> AsyncIterator[None]:
-    """cleanup_ctx: the app's handle on the scene library, for as long as the app runs."""
-    app[LIBRARY] = await SceneLibrary.open(library_path(app[WARDEN].settings))
+    """cleanup_ctx: the app's handle on the scene library, opened on first use and closed when the app stops."""
+    path = library_path(app[WARDEN].settings)
+    app[LIBRARY] = LazyHandle(lambda: SceneLibrary.open(path), (LibraryError,))
     try:
         yield
     finally:
@@ -54,20 +56,18 @@ def _analysis(request: web.Request) -> tuple[DaemonRunner, int]:
     except UnknownDaemon:
         raise error(web.HTTPConflict, f"{ANALYSIS} is not installed, so no scene is set aside") from None
     config = runner.config
-    assert isinstance(config, VideoAnalysis.Config)
+    if not isinstance(config, VideoAnalysis.Config):  # another plugin took the name
+        raise error(web.HTTPConflict, f"{ANALYSIS} is not Warden's video analysis, so no scene is set aside")
     return runner, config.max_failures
-
-
-async def _set_aside(request: web.Request, max_failures: int) -> list[SceneRecord]:
-    try:
-        return await request.app[LIBRARY].set_aside(max_failures)
-    except LibraryError as failure:
-        raise error(web.HTTPServiceUnavailable, str(failure)) from None
 
 
 async def list_set_aside(request: web.Request) -> web.Response:
     _, max_failures = _analysis(request)
-    scenes = await _set_aside(request, max_failures)
+    library = await request.app[LIBRARY].get()
+    try:
+        scenes = await library.set_aside(max_failures)
+    except LibraryError as failure:
+        raise error(web.HTTPServiceUnavailable, str(failure)) from None
     return _json({"max_failures": max_failures, "scenes": [scene_body(scene) for scene in scenes]})
 
 
@@ -79,21 +79,22 @@ async def retry(request: web.Request) -> web.Response:
     unknown = set(body) - {"scene_ids"}
     if unknown:
         raise error(web.HTTPBadRequest, f"unknown fields: {', '.join(sorted(unknown))}")
-    set_aside = {scene.id for scene in await _set_aside(request, max_failures)}
-    if "scene_ids" in body:
-        ids = body["scene_ids"]
-        if not isinstance(ids, list) or not ids or not all(isinstance(i, str) for i in ids):
-            raise error(web.HTTPBadRequest, "scene_ids must be a non-empty list of strings")
-        others = sorted(set(ids) - set_aside)
-        if others:
-            raise error(web.HTTPBadRequest, f"scenes not set aside: {', '.join(others)}")
-        chosen = sorted(set(ids))
-    else:
-        chosen = sorted(set_aside)
+    ids = body.get("scene_ids")
+    if "scene_ids" in body and (
+        not isinstance(ids, list) or not ids or not all(isinstance(i, str) and i.isdigit() for i in ids)
+    ):
+        raise error(web.HTTPBadRequest, "scene_ids must be a non-empty list of scene ids (strings of digits)")
+    library = await request.app[LIBRARY].get()
     try:
-        await request.app[LIBRARY].retry_analysis(chosen)
+        if ids is not None:
+            set_aside = {scene.id for scene in await library.set_aside(max_failures)}
+            others = sorted(set(ids) - set_aside, key=int)
+            if others:
+                raise error(web.HTTPBadRequest, f"scenes not set aside: {', '.join(others)}")
+        # Checked and cleared in one statement: only scenes still set aside are retried.
+        retried = await library.retry_analysis(ids, max_failures)
     except LibraryError as failure:
         raise error(web.HTTPServiceUnavailable, str(failure)) from None
-    # False when it is busy or stopped: it takes the scenes up at its next check.
-    woken = runner.wake()
-    return _json({"retried": chosen, "woken": woken})
+    # False when it is busy (it takes the scenes up at its next check) or not running (`state` says).
+    woken = bool(retried) and runner.wake()
+    return _json({"retried": retried, "woken": woken, "state": runner.status.state})

@@ -13,6 +13,7 @@ from daemons.stash.library import SceneLibrary
 from supervisor.app import Warden
 
 if TYPE_CHECKING:
+    from web.handles import LazyHandle
     from web.ws import Connection
 
 
@@ -37,7 +38,7 @@ ACCESS = web.AppKey("access", Access)
 #: The live WebSocket connections (for /metrics, and to close them at shutdown).
 SOCKETS: web.AppKey[weakref.WeakSet[Connection]] = web.AppKey("sockets")
 LIVE_STATS = web.AppKey("live_stats", LiveStats)
-#: The plans database, open for as long as the app runs (web/plans.py).
-PLANS = web.AppKey("plans", PlanStore)
-#: The scene library, open for as long as the app runs (web/analysis.py).
-LIBRARY = web.AppKey("library", SceneLibrary)
+#: The plans database, opened on first use (web/plans.py).
+PLANS: web.AppKey[LazyHandle[PlanStore]] = web.AppKey("plans")
+#: The scene library, opened on first use (web/analysis.py).
+LIBRARY: web.AppKey[LazyHandle[SceneLibrary]] = web.AppKey("library")

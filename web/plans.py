@@ -1,6 +1,6 @@
 """The Plans API: list plans, show one with its changes by scene, review them, and ask for them to be applied.
 
-The app holds one PlanStore, opened at startup and closed at cleanup (`plans_store`): opening one per
+The app holds one PlanStore, opened on first use and closed at cleanup (`plans_store`): opening one per
 request would run the migrations check and open a file on every click, and the store already serialises
 its statements on its one connection. plan_applier writes through connections of its own; SQLite's locking
 and busy timeout keep the two apart.
@@ -19,6 +19,7 @@ from daemons.plans.store import Change, ChangeStatus, Plan, PlanConflict, PlanEr
 from supervisor.models import DaemonState
 from supervisor.supervisor import UnknownDaemon
 from web.api import _json, _json_object, _supervisor, error
+from web.handles import LazyHandle
 from web.keys import PLANS, WARDEN
 
 DECISIONS = {"approved": ChangeStatus.APPROVED, "rejected": ChangeStatus.REJECTED}
@@ -26,8 +27,9 @@ APPLIER = PlanApplier.name
 
 
 async def plans_store(app: web.Application) -> AsyncIterator[None]:
-    """cleanup_ctx: the app's PlanStore, for as long as the app runs."""
-    app[PLANS] = await PlanStore.open(plans_path(app[WARDEN].settings))
+    """cleanup_ctx: the app's PlanStore, opened on first use and closed when the app stops."""
+    path = plans_path(app[WARDEN].settings)
+    app[PLANS] = LazyHandle(lambda: PlanStore.open(path), (PlanError,))
     try:
         yield
     finally:
@@ -64,7 +66,7 @@ def _unavailable(failure: PlanError) -> web.HTTPError:
 async def _plan(request: web.Request) -> tuple[PlanStore, Plan]:
     """The plan named in the path; 404 when there is none."""
     raw = request.match_info["id"]
-    store = request.app[PLANS]
+    store = await request.app[PLANS].get()
     try:
         plan = await store.plan(int(raw)) if raw.isdigit() else None
     except PlanError as failure:
@@ -76,7 +78,7 @@ async def _plan(request: web.Request) -> tuple[PlanStore, Plan]:
 
 async def list_plans(request: web.Request) -> web.Response:
     try:
-        plans = await request.app[PLANS].plans()
+        plans = await (await request.app[PLANS].get()).plans()
     except PlanError as failure:
         raise _unavailable(failure) from None
     return _json({"plans": [plan_body(plan) for plan in plans]})

@@ -54,6 +54,10 @@ _CUT = re.compile(r"pts_time:(\d+(?:\.\d+)?)\s+lavfi\.scene_score=(\d+(?:\.\d+)?
 _LOG_PREFIX = re.compile(r"^\[[^\]]* @ 0x[0-9a-f]+\] ")
 
 
+#: Seconds one run of ffprobe or ffmpeg may take at most, however long the video.
+MAX_TIMEOUT = 86_400
+
+
 class FfmpegSettings(BaseModel, extra="forbid", frozen=True, validate_default=True):
     tag_prefix: str = Field("", max_length=50, description="Put before every tag name proposed, e.g. 'ffmpeg: '.")
     tag_names: dict[BuiltinTag, TagName] = Field(
@@ -80,7 +84,7 @@ class FfmpegSettings(BaseModel, extra="forbid", frozen=True, validate_default=Tr
         True, description="Look for scene cuts. This decodes the whole video; without it only ffprobe runs."
     )
     timeout: float = Field(
-        600, ge=1, le=86_400, description="Seconds one run of ffprobe or ffmpeg may take before the scene fails."
+        600, ge=1, le=MAX_TIMEOUT, description="Seconds one run of ffprobe or ffmpeg may take before the scene fails."
     )
     timeout_per_minute: float = Field(
         60,
@@ -121,7 +125,8 @@ class FfmpegAnalyser:
         video = await self._probe(scene.path)
         proposals = [Proposal("tags", "add", self._tag_name(tag), 1.0) for tag in _technical_tags(video)]
         if self.settings.detect_cuts:
-            timeout = self.settings.timeout + self.settings.timeout_per_minute * video.duration / 60
+            # Capped: a broken file may claim to last for years.
+            timeout = min(self.settings.timeout + self.settings.timeout_per_minute * video.duration / 60, MAX_TIMEOUT)
             proposals += self._markers(await self._find_cuts(scene.path, timeout), video.duration)
         return proposals
 

@@ -42,7 +42,9 @@ def already_holds(scene: dict[str, Any], field: str, action: str, value: Any) ->
 
 def already_proposed(waiting: Iterable[Change], field: str, action: str, value: Any) -> bool:
     """Whether one of the scene's changes still waiting in a plan (`PlanStore.open_changes`) is this
-    one: the same tag, or a marker with the same primary tag within MARKER_TOLERANCE seconds."""
+    one: the same tag, or a marker with the same primary tag within MARKER_TOLERANCE seconds. Names
+    are compared as written (ignoring case): the aliases Stash knows are checked once the change is
+    applied (`already_holds`)."""
     for change in waiting:
         if (change.field, change.action) != (field, action):
             continue

@@ -7,10 +7,11 @@ touch the kernel's tables; several daemons may open it at once.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import sqlite3
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -158,6 +159,9 @@ class SceneLibrary:
     def __init__(self, path: Path, connection: aiosqlite.Connection) -> None:
         self.path = path
         self._db = connection
+        # One statement sequence at a time on the one connection: several tasks may share a handle (the web
+        # app's requests), and a statement from one must never land inside another's transaction.
+        self._turn = asyncio.Lock()
 
     @classmethod
     async def open(cls, path: Path) -> SceneLibrary:
@@ -200,12 +204,11 @@ class SceneLibrary:
 
     async def remove_unseen(self, since: float) -> int:
         """Delete scenes no sync has seen since `since` (a full pass saw every scene Stash has)."""
-        async with self._db.execute("DELETE FROM scenes WHERE seen_at < ?", (since,)) as cursor:
+        async with self._using("write") as db, db.execute("DELETE FROM scenes WHERE seen_at < ?", (since,)) as cursor:
             return cursor.rowcount
 
     async def marks(self) -> SyncMarks:
-        async with self._db.execute("SELECT name, value FROM sync_marks") as cursor:
-            values = {name: value async for name, value in cursor}
+        values: dict[str, Any] = {name: value for name, value in await self._rows("SELECT name, value FROM sync_marks")}
         return SyncMarks(
             values.get("last_started"), values.get("last_full"), values.get("stash_offset"), values.get("server")
         )
@@ -221,17 +224,15 @@ class SceneLibrary:
     # -- read and marked by the other daemons ------------------------------------------
 
     async def count(self) -> int:
-        async with self._db.execute("SELECT COUNT(*) FROM scenes") as cursor:
-            row = await cursor.fetchone()
-        return int(row[0]) if row else 0
+        (row,) = await self._rows("SELECT COUNT(*) FROM scenes")
+        return int(row[0])
 
     async def missing_assets(self, assets: Iterable[str]) -> list[str]:
         """Ids of scenes lacking any of these generated assets, oldest first."""
         missing = " OR ".join(f"{_asset_column(asset)} = 0" for asset in assets)
         if not missing:
             return []
-        async with self._db.execute(f"SELECT id FROM scenes WHERE {missing} ORDER BY id") as cursor:
-            return [str(row[0]) async for row in cursor]
+        return [str(row[0]) for row in await self._rows(f"SELECT id FROM scenes WHERE {missing} ORDER BY id")]
 
     async def mark_generated(self, scene_ids: Iterable[str], assets: Iterable[str]) -> None:
         columns = ", ".join(f"{_asset_column(asset)} = 1" for asset in assets)
@@ -242,12 +243,12 @@ class SceneLibrary:
     async def to_analyse(self, source: str, max_failures: int, limit: int) -> list[SceneRecord]:
         """Scenes never analysed, or analysed by another analyser or version (`source`), that are
         not set aside (fewer than `max_failures` failures); least recently updated first."""
-        async with self._db.execute(
+        rows = await self._rows(
             f"SELECT {_COLUMNS} FROM scenes WHERE (analyzed_version IS NULL OR analyzed_version != ?) "
             "AND analysis_failures < ? ORDER BY updated_at, id LIMIT ?",
             (source, max_failures, limit),
-        ) as cursor:
-            return [_record(row) async for row in cursor]
+        )
+        return [_record(row) for row in rows]
 
     async def mark_analysed(self, scene_ids: Iterable[str], source: str) -> None:
         rows = [(source, int(scene_id)) for scene_id in scene_ids]
@@ -261,30 +262,35 @@ class SceneLibrary:
 
     async def set_aside(self, max_failures: int) -> list[SceneRecord]:
         """Scenes whose analysis failed `max_failures` times: `to_analyse` leaves them out."""
-        async with self._db.execute(
+        rows = await self._rows(
             f"SELECT {_COLUMNS} FROM scenes WHERE analysis_failures >= ? ORDER BY id", (max_failures,)
-        ) as cursor:
-            return [_record(row) async for row in cursor]
+        )
+        return [_record(row) for row in rows]
 
-    async def retry_analysis(self, scene_ids: Iterable[str]) -> None:
-        """Forget these scenes' failures: a person asked for them to be analysed again."""
-        rows = [(int(scene_id),) for scene_id in scene_ids]
-        if rows:
-            sql = "UPDATE scenes SET analysis_failures = 0, analysis_error = NULL WHERE id = ?"
-            await self._transaction(sql, rows)
+    async def retry_analysis(self, scene_ids: Iterable[str] | None, max_failures: int) -> list[str]:
+        """Forget the failures of these scenes (None: all) among those set aside: a person asked for them to
+        be analysed again. Returns the ids cleared."""
+        wanted = None if scene_ids is None else json.dumps([int(scene_id) for scene_id in scene_ids])
+        sql = (
+            "UPDATE scenes SET analysis_failures = 0, analysis_error = NULL WHERE analysis_failures >= ? "
+            "AND (? IS NULL OR id IN (SELECT value FROM json_each(?))) RETURNING id"
+        )
+        async with self._using("write") as db, db.execute(sql, (max_failures, wanted, wanted)) as cursor:
+            return sorted([str(row[0]) async for row in cursor], key=int)
 
     async def scene(self, scene_id: str) -> SceneRecord | None:
-        async with self._db.execute(f"SELECT {_COLUMNS} FROM scenes WHERE id = ?", (int(scene_id),)) as cursor:
-            row = await cursor.fetchone()
-        return None if row is None else _record(row)
+        rows = await self._rows(f"SELECT {_COLUMNS} FROM scenes WHERE id = ?", (int(scene_id),))
+        return _record(rows[0]) if rows else None
 
     async def scenes(self) -> list[SceneRecord]:
-        async with self._db.execute(f"SELECT {_COLUMNS} FROM scenes ORDER BY id") as cursor:
-            return [_record(row) async for row in cursor]
+        return [_record(row) for row in await self._rows(f"SELECT {_COLUMNS} FROM scenes ORDER BY id")]
+
+    async def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        async with self._using("read") as db, db.execute(sql, params) as cursor:
+            return list(await cursor.fetchall())
 
     async def _transaction(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-        db = self._db
-        try:
+        async with self._using("write") as db:
             await db.execute("BEGIN IMMEDIATE")
             try:
                 await db.executemany(sql, rows)
@@ -293,8 +299,15 @@ class SceneLibrary:
                 with contextlib.suppress(sqlite3.Error):  # COMMIT may have gone through before a cancel
                     await db.execute("ROLLBACK")
                 raise
-        except sqlite3.Error as error:
-            raise LibraryError(f"cannot write the scene library {self.path}: {error}") from error
+
+    @contextlib.asynccontextmanager
+    async def _using(self, doing: str) -> AsyncIterator[aiosqlite.Connection]:
+        """The connection, for one statement sequence at a time; SQLite's errors become LibraryError."""
+        async with self._turn:
+            try:
+                yield self._db
+            except sqlite3.Error as error:
+                raise LibraryError(f"cannot {doing} the scene library {self.path}: {error}") from error
 
 
 def _asset_column(asset: str) -> str:

@@ -16,9 +16,12 @@ export class SetAsideList {
     this.busy = false;
   }
 
-  // A job message from the socket: an analysis that ended may have set scenes aside.
+  // A job message from the socket: an analysis that ended may have set scenes aside, and a
+  // retry's note is then out of date.
   jobChanged(job) {
-    if (job.type === "analysis" && job.finished_at) this.load();
+    if (job.type !== "analysis" || !job.finished_at) return;
+    this.say("");
+    this.load();
   }
 
   async load() {
@@ -32,8 +35,12 @@ export class SetAsideList {
       show(this.element, scenes.length > 0 || !this.note.hidden); // a retry's note stays in view
     } catch (error) {
       if (asked !== this.asked) return;
-      if (error.status === 409) show(this.element, false); // video_analysis is not installed
-      else this.say(`Could not load the scenes set aside: ${error.message}`);
+      if (error.status === 409) {
+        show(this.element, false); // video_analysis is not installed
+        return;
+      }
+      this.say(`Could not load the scenes set aside: ${error.message}`);
+      show(this.element, true);
     }
   }
 
@@ -54,14 +61,15 @@ export class SetAsideList {
     this.busy = true;
     for (const button of this.element.querySelectorAll("button")) button.disabled = true;
     try {
-      const { retried, woken } = await sendJSON("POST", "api/analysis/retry", scope);
-      const when = woken ? "video_analysis has started" : "video_analysis starts at its next check";
+      const { retried, woken, state } = await sendJSON("POST", "api/analysis/retry", scope);
       const scenes = retried.length === 1 ? "1 scene" : `${retried.length} scenes`;
-      this.say(`${scenes} will be analysed again: ${when}.`);
+      if (state !== "running") this.say(`${scenes} will be analysed again once video_analysis runs: it is ${state}.`);
+      else this.say(`${scenes} will be analysed again: ${woken ? "video_analysis has started" : "video_analysis starts at its next check"}.`);
     } catch (error) {
       this.say(error.message);
     } finally {
       this.busy = false;
+      for (const button of this.element.querySelectorAll("button")) button.disabled = false;
       await this.load();
     }
   }
