@@ -21,6 +21,9 @@ bench: $(VENV)/.installed-dev system-packages
 	$(BIN)/python -m bench.page_latency
 	$(BIN)/python -m bench.stash_sync
 	$(BIN)/python -m bench.video_analysis
+	$(BIN)/python -m bench.status_cost
+	$(BIN)/python -m bench.start_idle
+	$(BIN)/python -m bench.fanout
 
 format: $(VENV)/.installed-dev
 	$(BIN)/ruff check --fix .

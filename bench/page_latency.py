@@ -2,26 +2,27 @@
 
 The browser stamps each change with its wall clock (a MutationObserver on the status line);
 the daemon side stamps the call with the same machine's wall clock. Prints a table and
-writes bench/results/page_latency.json.
+writes bench/results/page_latency.json (page_latency.tiny.json with --tiny).
+
+    python -m bench.page_latency [--rounds 20] [--tiny]
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
-import json
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 from playwright.async_api import async_playwright
 
+from bench import write_results
 from tests.daemons_for_tests import Worker
 from tests.test_page import CHROMIUM, CHROMIUM_ARGS, open_page
 from tests.webharness import config_text, running_warden
 
-RESULTS = Path(__file__).parent / "results"
 OBSERVE = """
 (el) => {
   window.seen = {};
@@ -56,7 +57,11 @@ async def measure(rounds: int) -> list[float]:
 
 
 def main() -> None:
-    rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 20
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--tiny", action="store_true", help="2 rounds, written to page_latency.tiny.json")
+    options = parser.parse_args()
+    rounds = 2 if options.tiny else options.rounds
     latencies = asyncio.run(measure(rounds))
     result = {
         "rounds": rounds,
@@ -66,8 +71,7 @@ def main() -> None:
     }
     print(f"{'update_status -> page':24} {'rounds':>6} {'median ms':>10} {'min ms':>8} {'max ms':>8}")
     print(f"{'':24} {rounds:6d} {result['median_ms']:10.2f} {result['min_ms']:8.2f} {result['max_ms']:8.2f}")
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "page_latency.json").write_text(json.dumps(result, indent=2))
+    write_results("page_latency", result, tiny=options.tiny)
 
 
 if __name__ == "__main__":

@@ -2,28 +2,27 @@
 
 The Stash double runs in its own process, so that the peak memory (this process's peak RSS)
 and the CPU time reported are Warden's alone; the wall times include the double answering.
-Prints a table and writes bench/results/stash_sync.json.
+Prints a table and writes bench/results/stash_sync.json (stash_sync.tiny.json with --tiny).
 
-    python -m bench.stash_sync [--scenes 100000] [--changed 100] [--page-size 500] [--overlap 3600]
+    python -m bench.stash_sync [--scenes 100000] [--changed 100] [--page-size 500] [--overlap 3600] [--tiny]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import resource
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from bench import write_results
 from daemons.stash.client import StashClient
 from daemons.stash.library import SceneLibrary
 from daemons.stash_sync import StashSync
 from tests.harness import Kernel, make_settings, running_kernel
 
-RESULTS = Path(__file__).parent / "results"
 KEY = "bench-stash-api-key-0123"
 
 
@@ -117,13 +116,15 @@ def main() -> None:
     parser.add_argument(
         "--overlap", type=float, default=3600, help="stash_sync overlap: scenes updated that long before are read again"
     )
+    parser.add_argument("--tiny", action="store_true", help="500 scenes, 5 changed, written to stash_sync.tiny.json")
     options = parser.parse_args()
+    if options.tiny:
+        options.scenes, options.changed = 500, 5
     result = asyncio.run(measure(options.scenes, options.changed, options.page_size, options.overlap))
     width = max(len(key) for key in result)
     for key, value in result.items():
         print(f"{key:<{width}}  {value}")
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "stash_sync.json").write_text(json.dumps(result, indent=2))
+    write_results("stash_sync", result, tiny=options.tiny)
 
 
 if __name__ == "__main__":

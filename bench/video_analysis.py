@@ -5,16 +5,15 @@ scenes as stash_sync leaves them, and the real daemon with the built-in ffmpeg a
 against the Stash double, from start until every scene is analysed and its plan stored; then
 the same clips through the analyser alone, as many at once, for the daemon's own share.
 "CPU per scene" is ffprobe's and ffmpeg's (this process's children). Prints a table and
-writes bench/results/video_analysis.json.
+writes bench/results/video_analysis.json (video_analysis.tiny.json with --tiny).
 
-    python -m bench.video_analysis [--clips 30] [--parallel 1 2 4]
+    python -m bench.video_analysis [--clips 30] [--parallel 1 2 4] [--tiny]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import resource
 import tempfile
@@ -22,6 +21,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from bench import write_results
 from daemons.analysis.analyser import SceneToAnalyse
 from daemons.analysis.ffmpeg import FfmpegAnalyser
 from daemons.plans.store import PlanStore
@@ -34,7 +34,6 @@ from daemons.stash.videos import make_video
 from daemons.video_analysis import VideoAnalysis
 from tests.harness import make_settings, running_kernel
 
-RESULTS = Path(__file__).parent / "results"
 KEY = "bench-analysis-api-key-0123"
 NAME = VideoAnalysis.name
 
@@ -126,7 +125,10 @@ def main() -> None:
     parser.add_argument("--clips", type=int, default=clips, choices=range(1, clips + 1), metavar=f"1..{clips}")
     cores = os.cpu_count() or 1
     parser.add_argument("--parallel", type=int, nargs="+", default=sorted({1, 2, cores}))
+    parser.add_argument("--tiny", action="store_true", help="2 clips, one at a time, to video_analysis.tiny.json")
     options = parser.parse_args()
+    if options.tiny:
+        options.clips, options.parallel = 2, [1]
     results = asyncio.run(measure(options.clips, options.parallel))
     print("max_parallel  scenes  seconds  scenes/min  analyser alone s  tool CPU s/scene  changes")
     for run in results:
@@ -139,13 +141,8 @@ def main() -> None:
         overhead = run.seconds / run.analyser_alone_seconds
         print(f"max_parallel {run.max_parallel}: the daemon takes {overhead:.2f}x the analyser's own time", end="")
         print(f"; {first.seconds / run.seconds:.2f}x the rate of max_parallel {first.max_parallel}")
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "video_analysis.json").write_text(
-        json.dumps(
-            {"cores": cores, "runs": [asdict(run) | {"scenes_per_minute": run.scenes_per_minute} for run in results]},
-            indent=2,
-        )
-    )
+    runs = [asdict(run) | {"scenes_per_minute": run.scenes_per_minute} for run in results]
+    write_results("video_analysis", {"cores": cores, "runs": runs}, tiny=options.tiny)
 
 
 if __name__ == "__main__":
