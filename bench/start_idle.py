@@ -325,6 +325,15 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
+def children_memory(pid: int) -> list[Memory]:
+    """The memory of every process below `pid`; one that exits meanwhile (an ffmpeg run) is left out."""
+    found = []
+    for child in descendants(pid):
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError, KeyError):  # gone, or a zombie without Vm*
+            found.append(memory(child))
+    return found
+
+
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
@@ -378,7 +387,7 @@ def measure_idle(mode: str, settle: float, quiet: float, cache: Path) -> IdleRes
             seconds_to_quiet=round(time.monotonic() - begun, 1),
             cpu_percent_quiet=cpu_percent,
             warden=memory(pid),
-            children=[memory(child) for child in descendants(pid)],
+            children=children_memory(pid),
             messages={d["name"]: d["message"] for d in daemons},
         )
 
