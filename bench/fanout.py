@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import array
-import json
 import math
 import multiprocessing
 import os
@@ -37,14 +36,12 @@ from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import asdict, dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
-from pathlib import Path
 
-from bench import fanout_clients, fanout_server
+from bench import fanout_clients, fanout_server, write_results
 from bench.fanout_clients import Address
 from bench.fanout_report import HEADER, REFERENCE_RATE, StepResult, print_summary, ratios, show, targets
 from bench.fanout_server import Step, StepReport
 
-RESULTS = Path(__file__).parent / "results"
 KINDS = ("warden", "baseline")
 LADDER = (150, 500, 1500, 5000, 15_000, 50_000, 150_000)
 CLIENTS_PER_PROCESS = 500
@@ -230,10 +227,6 @@ class Options:
     client_processes: int | None
     tiny: bool = False
 
-    @property
-    def results_file(self) -> Path:
-        return RESULTS / ("fanout.tiny.json" if self.tiny else "fanout.json")
-
 
 def fan_out(kind: str, clients: int, options: Options) -> list[StepResult]:
     """The reference rate, then rising rates while they pass, then as fast as possible."""
@@ -308,22 +301,17 @@ def main() -> None:
     print_summary(fanout, slow, options.clients)
     # Everything here shares the machine's cores: other work running meanwhile shows in these.
     print(f"\nload average (1, 5, 15 min) before: {load_before}, after: {load_after}")
-    RESULTS.mkdir(exist_ok=True)
-    options.results_file.write_text(
-        json.dumps(
-            {
-                "options": asdict(options),
-                "cores": os.cpu_count(),
-                "load_average_before": load_before,
-                "load_average_after": load_after,
-                "fan_out": [asdict(r) | {"passed": r.passed} for r in fanout],
-                "ratios": ratios(fanout, options.clients),
-                "slow_client": {kind: [asdict(r) for r in pair] for kind, pair in slow.items()},
-                "targets": targets(fanout, slow, options.clients),
-            },
-            indent=2,
-        )
-    )
+    result = {
+        "options": asdict(options),
+        "cores": os.cpu_count(),
+        "load_average_before": load_before,
+        "load_average_after": load_after,
+        "fan_out": [asdict(r) | {"passed": r.passed} for r in fanout],
+        "ratios": ratios(fanout, options.clients),
+        "slow_client": {kind: [asdict(r) for r in pair] for kind, pair in slow.items()},
+        "targets": targets(fanout, slow, options.clients),
+    }
+    write_results("fanout", result, tiny=options.tiny)
 
 
 if __name__ == "__main__":

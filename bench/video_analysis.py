@@ -29,10 +29,10 @@ from daemons.stash.client import StashClient
 from daemons.stash.demo import demo_clips
 from daemons.stash.double import StashDouble
 from daemons.stash.double.records import Scene
-from daemons.stash.library import SceneLibrary, SceneRecord
 from daemons.stash.videos import make_video
 from daemons.video_analysis import VideoAnalysis
 from tests.harness import make_settings, running_kernel
+from tests.stashfixtures import as_synced
 
 KEY = "bench-analysis-api-key-0123"
 NAME = VideoAnalysis.name
@@ -59,12 +59,7 @@ def children_cpu() -> float:
 
 
 async def analyse_all(double: StashDouble, scenes: list[Scene], parallel: int, folder: Path) -> Run:
-    library = await SceneLibrary.open(folder / "library.db")
-    try:
-        records = [SceneRecord(s.id, "", s.path, [], [], 0, "2027-01-15T08:00:00Z", None) for s in scenes]
-        await library.upsert(records, seen_at=1.0)
-    finally:
-        await library.close()
+    await as_synced(folder / "library.db", scenes)
     config = {"interval": 86_400, "batch_size": len(scenes), "max_parallel": parallel}
     settings = make_settings([VideoAnalysis], folder, stash={"url": double.url, "api_key": KEY}, daemons={NAME: config})
     async with running_kernel([VideoAnalysis], folder, settings=settings) as kernel:

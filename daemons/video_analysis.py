@@ -71,8 +71,8 @@ class VideoAnalysis(StashDaemon):
         source = f"{analyser.name} {analyser.version}"
         await self.update_status("Checking for scenes needing video analysis")
         batch = await self.library.to_analyse(source, config.max_failures, config.batch_size)
-        set_aside = await self.library.set_aside(config.max_failures)
         if not batch:
+            set_aside = await self.library.set_aside(config.max_failures)
             aside = f"; {len(set_aside)} set aside after {config.max_failures} failures" if set_aside else ""
             await self.update_status(f"No scenes need analysis{aside}")
             await self.sleep(config.interval, "next check for scenes needing analysis")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,9 @@ from graphql import GraphQLSchema
 from stashapi.stashapp import StashInterface
 
 from daemons.stash.double import StashDouble
+from daemons.stash.double.records import Scene
 from daemons.stash.double.schema import default_schema_dir, load_real_schema
+from daemons.stash.library import SceneLibrary, SceneRecord
 from daemons.stash.videos import make_video
 
 
@@ -90,3 +93,25 @@ def make_tiny_videos(root: Path) -> TinyVideos:
     notes = root / "notes.txt"
     notes.write_text("a scan ignores this")
     return TinyVideos(root, clips, broken, notes)
+
+
+async def as_synced(library_file: Path, scenes: Iterable[Scene]) -> None:
+    """The double's scenes in the local library at `library_file`, as stash_sync leaves them."""
+    library = await SceneLibrary.open(library_file)
+    try:
+        records = [
+            SceneRecord(
+                scene.id,
+                scene.title or "",
+                scene.path,
+                [],
+                [],
+                0,
+                "2027-01-15T08:00:00Z",
+                scene.files[0].oshash if scene.files else None,
+            )
+            for scene in scenes
+        ]
+        await library.upsert(records, seen_at=1.0)
+    finally:
+        await library.close()

@@ -8,7 +8,6 @@ import os
 import shutil
 import signal
 import subprocess
-import time
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -247,10 +246,8 @@ async def test_missing_tools_say_what_to_install(tmp_path, monkeypatch):
 async def test_a_run_past_the_timeout_is_killed(tmp_path, children):
     fifo = tmp_path / "blocks.mp4"
     os.mkfifo(fifo)  # ffprobe waits forever for a writer
-    started = time.monotonic()
     with pytest.raises(AnalysisFailed, match="ffprobe did not finish within 1 s"):
         await analyse(fifo, timeout=1)
-    assert time.monotonic() - started < 5
     [process] = children.started["ffprobe"]
     assert_killed(process)
     assert processes_mentioning(fifo) == []
@@ -264,11 +261,9 @@ async def test_cut_detection_has_more_time_per_minute_of_video(tmp_path, childre
     (tools / "ffmpeg").write_text(f"#!/bin/sh\nexec {shutil.which('sleep')} 600\n")
     (tools / "ffmpeg").chmod(0o755)
     monkeypatch.setenv("PATH", str(tools))
-    started = time.monotonic()
     # 1 s, plus 4 s per minute for half a minute of video.
     with pytest.raises(AnalysisFailed, match=r"^ffmpeg did not finish within 3(\.\d+)? s$"):
         await analyse(clip, timeout=1, timeout_per_minute=4)
-    assert 3 <= time.monotonic() - started < 8
     assert_killed(children.started["ffmpeg"][0])
 
 

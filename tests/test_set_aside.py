@@ -15,10 +15,10 @@ from playwright.async_api import Browser, expect
 
 from daemons.plans.store import PlanStore
 from daemons.stash.double import StashDouble
-from daemons.stash.library import SceneLibrary, SceneRecord
 from daemons.stash.videos import make_video
 from daemons.video_analysis import VideoAnalysis
 from supervisor.app import Warden
+from tests.stashfixtures import as_synced
 from tests.test_page import open_page, screenshot
 from tests.test_video_analysis import analysed_by
 from tests.webharness import api_session, call, config_text, eventually, running_warden, until
@@ -57,13 +57,7 @@ async def set_aside_library(tmp_path: Path) -> AsyncIterator[tuple[Warden, Libra
     (media / "broken.mp4").write_text("not a video")
     async with StashDouble(api_key=KEY, step_delay=0.001) as double:
         ids = [double.add_scene(str(media / name)).id for name in ("clip.mp4", "broken.mp4", "gone.mp4")]
-        library = await SceneLibrary.open(tmp_path / "data" / "library.db")
-        try:  # as stash_sync leaves it
-            scenes = double.library.scenes.values()
-            records = [SceneRecord(s.id, "", s.path, [], [], 0, "2027-01-15T08:00:00Z", None) for s in scenes]
-            await library.upsert(records, seen_at=1.0)
-        finally:
-            await library.close()
+        await as_synced(tmp_path / "data" / "library.db", double.library.scenes.values())
         section = f"  {NAME}:\n    interval: 1\n    max_failures: 2\n    max_parallel: 2\n"
         yaml = config_text(section) + f"stash:\n  url: {double.url}\n  api_key: {KEY}\n"
         async with running_warden(tmp_path, [VideoAnalysis], yaml=yaml) as warden:

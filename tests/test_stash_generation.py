@@ -10,11 +10,12 @@ from typing import Any
 from daemons.stash.base import library_path
 from daemons.stash.client import StashClient
 from daemons.stash.double import StashDouble
-from daemons.stash.library import ASSETS, SceneLibrary, SceneRecord
+from daemons.stash.library import ASSETS, SceneLibrary
 from daemons.stash_generation import StashGeneration
 from supervisor.jobs import Job, JobStatus
 from supervisor.models import DaemonStatus
 from tests.harness import Kernel, make_settings, running_kernel
+from tests.stashfixtures import as_synced
 
 KEY = "generation-test-key-0123"
 ALL = frozenset(ASSETS)
@@ -32,15 +33,10 @@ def settings_for(tmp_path: Path, double: StashDouble, **config: Any) -> Any:
 
 async def synced_library(tmp_path: Path, double: StashDouble, generated: dict[str, frozenset[str]]) -> None:
     """The local library as stash_sync leaves it, with `generated` already known per scene id."""
-    library = await SceneLibrary.open(library_path(settings_for(tmp_path, double)))
+    library_file = library_path(settings_for(tmp_path, double))
+    await as_synced(library_file, double.library.scenes.values())
+    library = await SceneLibrary.open(library_file)
     try:
-        records = [
-            SceneRecord(
-                scene.id, scene.title or "", scene.path, [], [], 0, "2027-01-15T08:00:00Z", scene.files[0].oshash
-            )
-            for scene in double.library.scenes.values()
-        ]
-        await library.upsert(records, seen_at=1.0)
         for scene_id, assets in generated.items():
             await library.mark_generated([scene_id], assets)
     finally:

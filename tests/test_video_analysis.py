@@ -15,10 +15,11 @@ from daemons.analysis.ffmpeg import FfmpegAnalyser
 from daemons.plans.store import ChangeStatus, Plan, PlanStore, ProposedChange
 from daemons.stash.base import library_path
 from daemons.stash.double import StashDouble
-from daemons.stash.library import SceneLibrary, SceneRecord
+from daemons.stash.library import SceneLibrary
 from daemons.stash.videos import make_video
 from daemons.video_analysis import VideoAnalysis
 from tests.harness import Kernel, make_settings, running_kernel
+from tests.stashfixtures import as_synced
 from tests.webharness import eventually
 
 KEY = "analysis-test-key-0123"
@@ -31,16 +32,7 @@ def settings_for(tmp_path: Path, double: StashDouble) -> Any:
 
 
 async def synced(tmp_path: Path, double: StashDouble) -> None:
-    """The local library as stash_sync leaves it."""
-    library = await SceneLibrary.open(library_path(settings_for(tmp_path, double)))
-    try:
-        records = [
-            SceneRecord(scene.id, scene.title or "", scene.path, [], [], 0, "2027-01-15T08:00:00Z", None)
-            for scene in double.library.scenes.values()
-        ]
-        await library.upsert(records, seen_at=1.0)
-    finally:
-        await library.close()
+    await as_synced(library_path(settings_for(tmp_path, double)), double.library.scenes.values())
 
 
 async def plans(tmp_path: Path) -> list[tuple[Plan, list[ProposedChange]]]:

@@ -7,7 +7,6 @@ The app holds one handle on the scene library, opened on first use (`scene_libra
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 from aiohttp import web
@@ -18,20 +17,14 @@ from daemons.video_analysis import VideoAnalysis
 from supervisor.runner import DaemonRunner
 from supervisor.supervisor import UnknownDaemon
 from web.api import _json, _json_object, _supervisor, error
-from web.handles import LazyHandle
-from web.keys import LIBRARY, WARDEN
+from web.handles import opened_on_first_use
+from web.keys import LIBRARY
 
 ANALYSIS = VideoAnalysis.name
 
 
-async def scene_library(app: web.Application) -> AsyncIterator[None]:
-    """cleanup_ctx: the app's handle on the scene library, opened on first use and closed when the app stops."""
-    path = library_path(app[WARDEN].settings)
-    app[LIBRARY] = LazyHandle(lambda: SceneLibrary.open(path), (LibraryError,))
-    try:
-        yield
-    finally:
-        await app[LIBRARY].close()
+#: cleanup_ctx: the app's handle on the scene library, opened on first use.
+scene_library = opened_on_first_use(LIBRARY, library_path, SceneLibrary.open, (LibraryError,))
 
 
 def add_routes(router: web.UrlDispatcher, base: str) -> None:

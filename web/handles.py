@@ -8,12 +8,15 @@ a request that needs the file meanwhile gets a 503 saying why, and the next one 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Generic, Protocol, TypeVar
 
 from aiohttp import web
 
+from supervisor.config import WardenSettings
 from web.api import error
+from web.keys import WARDEN
 
 
 class Closable(Protocol):
@@ -45,3 +48,22 @@ class LazyHandle(Generic[H]):
             if self._handle is not None:
                 await self._handle.close()
                 self._handle = None
+
+
+def opened_on_first_use(
+    key: web.AppKey[LazyHandle[H]],
+    path_of: Callable[[WardenSettings], Path],
+    open_handle: Callable[[Path], Awaitable[H]],
+    failures: tuple[type[Exception], ...],
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    """A cleanup_ctx that puts a LazyHandle on the app under `key`, and closes it when the app stops."""
+
+    async def handle(app: web.Application) -> AsyncIterator[None]:
+        path = path_of(app[WARDEN].settings)
+        app[key] = LazyHandle(lambda: open_handle(path), failures)
+        try:
+            yield
+        finally:
+            await app[key].close()
+
+    return handle

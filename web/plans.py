@@ -8,7 +8,6 @@ and busy timeout keep the two apart.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from dataclasses import asdict
 from typing import Any
 
@@ -19,21 +18,15 @@ from daemons.plans.store import Change, ChangeStatus, Plan, PlanConflict, PlanEr
 from supervisor.models import DaemonState
 from supervisor.supervisor import UnknownDaemon
 from web.api import _json, _json_object, _supervisor, error
-from web.handles import LazyHandle
-from web.keys import PLANS, WARDEN
+from web.handles import opened_on_first_use
+from web.keys import PLANS
 
 DECISIONS = {"approved": ChangeStatus.APPROVED, "rejected": ChangeStatus.REJECTED}
 APPLIER = PlanApplier.name
 
 
-async def plans_store(app: web.Application) -> AsyncIterator[None]:
-    """cleanup_ctx: the app's PlanStore, opened on first use and closed when the app stops."""
-    path = plans_path(app[WARDEN].settings)
-    app[PLANS] = LazyHandle(lambda: PlanStore.open(path), (PlanError,))
-    try:
-        yield
-    finally:
-        await app[PLANS].close()
+#: cleanup_ctx: the app's PlanStore, opened on first use.
+plans_store = opened_on_first_use(PLANS, plans_path, PlanStore.open, (PlanError,))
 
 
 def add_routes(router: web.UrlDispatcher, base: str) -> None:
