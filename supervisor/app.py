@@ -79,7 +79,9 @@ class Warden:
             settings.database_path, busy_timeout_ms=int(settings.store.busy_timeout * 1000)
         )
         try:
-            self.writer = writer = StoreWriter(self.hub, store, self.clock, self.boot_id)
+            self.writer = writer = StoreWriter(
+                self.hub, store, self.clock, self.boot_id, interval=settings.store.write_interval
+            )
             previous = await self._recover(store)
             await store.begin_boot(self.boot_id, self.clock.time(), os.getpid())
             jobs = settings.jobs

@@ -118,6 +118,13 @@ class StoreSettings(Section):
         90, gt=0, le=3650, description="Events (transitions, hangs) older than this are deleted."
     )
     event_max_rows: int = Field(100_000, ge=1000, description="At most this many events are kept.")
+    write_interval: float = Field(
+        0.05,
+        ge=0,
+        le=1,
+        description="Least seconds between two batched writes of states, jobs and logs: at most 1/this "
+        "transactions per second, however fast daemons report. The final state is always written at shutdown.",
+    )
 
 
 class SupervisorSettings(Section):

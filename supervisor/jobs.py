@@ -9,7 +9,6 @@ never harm the others; a pending job that is cancelled never starts.
 from __future__ import annotations
 
 import asyncio
-import copy
 import enum
 import random
 import traceback
@@ -23,6 +22,7 @@ import structlog
 
 from supervisor.clock import Clock, sleep
 from supervisor.hub import StatusHub
+from supervisor.models import shallow_copier
 from supervisor.store import DuplicateJob, Store, StoreError
 
 logger = structlog.get_logger("warden.jobs")
@@ -71,7 +71,10 @@ class Job:
         return asdict(self)
 
     def snapshot(self) -> Job:
-        return copy.copy(self)
+        return _copy_job(self)
+
+
+_copy_job = shallow_copier(Job)
 
 
 class JobFailed(Exception):

@@ -1,7 +1,9 @@
 """StoreWriter: the single task that moves the hub's changes into the Store.
 
 It reads the hub like any other subscriber, so a burst of status updates arrives collapsed
-to the latest state per daemon and becomes one transaction. When a write fails, the batch
+to the latest state per daemon and becomes one transaction. Writes are at least `interval`
+apart: what arrives in between joins the next one, so evenly spaced updates cannot make a
+transaction each, and the latest state reaches the disk within `interval` plus a write. When a write fails, the batch
 is kept (merged with newer changes), the failure is published as the `store` system state,
 and the write is retried with backoff; daemons are never held up.
 """
@@ -26,12 +28,16 @@ MAX_UNSAVED_LINES = 200_000
 
 
 class StoreWriter:
-    def __init__(self, hub: StatusHub, store: Store, clock: Clock, boot_id: str, *, retry_cap: float = 5.0) -> None:
+    def __init__(
+        self, hub: StatusHub, store: Store, clock: Clock, boot_id: str, *, interval: float, retry_cap: float = 5.0
+    ) -> None:
         self._hub = hub
         self._store = store
         self._clock = clock
         self._boot_id = boot_id
+        self._interval = interval
         self._retry_cap = retry_cap
+        self._next_write_at = clock.monotonic()
         self._subscription: Subscription = hub.subscribe(max_lines=MAX_UNSAVED_LINES)
         self._states: dict[str, DaemonStatus] = {}
         self._jobs: dict[str, Job] = {}
@@ -50,6 +56,7 @@ class StoreWriter:
         self._hub.set_system("store", {"ok": True, "error": None, "since": self._clock.time()})
         while True:
             self._take(await self._subscription.get())
+            await self._space_out()
             try:
                 await self._write_shielded()
             except StoreError as error:
@@ -61,6 +68,14 @@ class StoreWriter:
                     logger.info("database writes resumed", failed_attempts=failures)
                     self._hub.set_system("store", {"ok": True, "error": None, "since": self._clock.time()})
                 failures = 0
+
+    async def _space_out(self) -> None:
+        """Wait until `interval` after the previous write began, then take what arrived meanwhile."""
+        wait = self._next_write_at - self._clock.monotonic()
+        if wait > 0:
+            await sleep(self._clock, wait)
+            self._take(self._subscription.take())
+        self._next_write_at = self._clock.monotonic() + self._interval
 
     async def flush(self, timeout: float) -> bool:
         """Write everything published so far and stop reading the hub; True when it all reached the database."""

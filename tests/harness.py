@@ -88,7 +88,10 @@ async def running_kernel(
     settings = settings or make_settings(daemon_classes, tmp_path, **sections)
     hub = StatusHub()
     store = await Store.open(tmp_path / "warden.db", busy_timeout_ms=busy_timeout_ms)
-    writer = StoreWriter(hub, store, clock, "test-boot")
+    # A fake clock stands still unless a test moves it, so writes are not spaced out on one (the
+    # spacing's own tests move the clock).
+    interval = settings.store.write_interval if isinstance(clock, SystemClock) else 0.0
+    writer = StoreWriter(hub, store, clock, "test-boot", interval=interval)
     jobs = JobManager(hub, store, clock, rng=rng or MidpointRandom())
     supervisor = Supervisor(
         {cls.name: cls for cls in daemon_classes}, settings, hub, clock, jobs, rng=rng or MidpointRandom()

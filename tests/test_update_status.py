@@ -11,7 +11,10 @@ import asyncio
 import sqlite3
 
 from supervisor.daemon import Daemon
+from supervisor.hub import StatusHub
 from supervisor.models import DaemonState, DaemonStatus
+from supervisor.persist import StoreWriter
+from supervisor.store import Store
 from tests.daemons_for_tests import Retrier, Worker
 from tests.fakeclock import FakeClock
 from tests.harness import Kernel, running_kernel
@@ -69,6 +72,37 @@ async def test_a_burst_of_10k_updates_becomes_a_handful_of_transactions(tmp_path
         await kernel.writer.wait_saved(kernel.hub.seq)
         assert await stored_message(kernel, "worker") == "step 9999"
         assert kernel.writer.transactions - before <= 3
+
+
+async def test_steady_updates_make_at_most_one_transaction_per_interval_and_the_last_is_saved_within_it(tmp_path):
+    clock = FakeClock()
+    hub = StatusHub()
+    store = await Store.open(tmp_path / "warden.db")
+    writer = StoreWriter(hub, store, clock, "boot", interval=0.05)
+    writing = asyncio.create_task(writer.run())
+    status = DaemonStatus("worker", "Worker", DaemonState.RUNNING)
+
+    async def writer_at_rest() -> None:
+        """Until everything is saved, or the writer waits for its next turn on the (fake) clock."""
+        while writer.saved_seq < hub.seq and not clock.pending():
+            await asyncio.sleep(0)
+
+    try:
+        async with asyncio.timeout(30):
+            for n in range(1000):  # 1,000 updates a second, evenly spaced, for one second
+                status.message = f"step {n}"
+                hub.set_status(status)
+                hub.flush()
+                await writer_at_rest()
+                await clock.advance(0.001)
+            assert writer.transactions <= 21, "at most one write per 50 ms"
+            await clock.advance(0.05)
+            await writer.wait_saved(hub.seq)
+        assert (await store.states())["worker"].status.message == "step 999"
+    finally:
+        writing.cancel()
+        await asyncio.gather(writing, return_exceptions=True)
+        await store.close()
 
 
 # -- a status line that reports a problem -------------------------------------------------------
