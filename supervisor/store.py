@@ -137,6 +137,11 @@ _UPSERT_STATE = (
     "ON CONFLICT (name) DO UPDATE SET "
     + ", ".join(f"{column} = excluded.{column}" for column in (*_STATE_COLUMNS[1:], "boot_id"))
 )
+_INSERT_EVENT = (
+    "INSERT INTO events (at, daemon, kind, actor, from_state, to_state, message, boot_id) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_INSERT_LOG = "INSERT INTO logs (at, daemon, level, message, fields) VALUES (?, ?, ?, ?, ?)"
 
 
 class StoreError(Exception):
@@ -247,16 +252,15 @@ class Store:
         try:
             await self._db.execute("BEGIN IMMEDIATE")
             try:
-                await self._db.executemany(_UPSERT_STATE, state_rows)
-                await self._db.executemany(_UPSERT_JOB, job_rows)
-                await self._db.executemany(
-                    "INSERT INTO events (at, daemon, kind, actor, from_state, to_state, message, boot_id) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    event_rows,
-                )
-                await self._db.executemany(
-                    "INSERT INTO logs (at, daemon, level, message, fields) VALUES (?, ?, ?, ?, ?)", log_rows
-                )
+                # Each statement is a round trip to the connection's thread: skip the empty ones.
+                for statement, batch in (
+                    (_UPSERT_STATE, state_rows),
+                    (_UPSERT_JOB, job_rows),
+                    (_INSERT_EVENT, event_rows),
+                    (_INSERT_LOG, log_rows),
+                ):
+                    if batch:
+                        await self._db.executemany(statement, batch)
                 await self._db.commit()
             except BaseException:
                 await self._db.rollback()
