@@ -33,7 +33,7 @@ class Delta:
     kind: str  # "daemon", "job", "system", "event", "log"
     key: str  # daemon name, or the system component for "system"
     data: Any  # DaemonStatus | Event | LogLine | dict
-    wire: str | None = None  # the encoded message, made once and shared by every client
+    wire: bytes | None = None  # the encoded message, made once and shared by every client
 
 
 @dataclass(frozen=True, slots=True)

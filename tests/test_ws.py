@@ -349,6 +349,35 @@ async def test_a_client_that_never_reads_again_is_cut_off_and_does_not_hold_up_s
             await metric_is(session, "warden_websocket_clients", 0)  # its handler ended: nothing is held for it
 
 
+def connections_served(port: int) -> int:
+    """Open sockets on local TCP port `port`, the listening one aside (from /proc/net). A socket
+    the kernel still finishes sending after its owner closed it has no inode: it is not counted."""
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as rows:
+            next(rows)
+            for row in rows:
+                fields = row.split()
+                local, state, inode = fields[1], fields[3], fields[9]
+                count += int(local.rsplit(":", 1)[1], 16) == port and state != "0A" and inode != "0"  # 0A: listening
+    return count
+
+
+async def test_a_client_the_heartbeat_gives_up_on_is_cut_off_with_its_backlog(tmp_path, monkeypatch):
+    monkeypatch.setattr(ws, "HEARTBEAT", 2.0)  # its first ping goes once the flood has filled the buffers
+    monkeypatch.setattr(ws, "SEND_TIMEOUT", 600)  # so that only the heartbeat notices the client
+    async with running_warden(tmp_path, [Worker, Other], yaml=YAML) as warden, stalled_client(warden):
+        port = URL(warden.url or "").port
+        assert port is not None and connections_served(port) == 1
+        await flood(warden, 20_000)
+
+        async def cut_off() -> bool:
+            return connections_served(port) == 0
+
+        # Closing alone would keep the socket open, holding what the client never read, until it reads.
+        await eventually(cut_off, timeout=10)
+
+
 async def test_a_client_that_falls_behind_gets_the_latest_state_and_a_gap(tmp_path, monkeypatch):
     monkeypatch.setattr(ws, "QUEUE_LINES", 5)
     async with warden_and_api(tmp_path) as (warden, session), live(session) as client:

@@ -28,8 +28,8 @@ def encode(message: Any) -> str:
     return json.dumps(message, default=str)
 
 
-def wire(delta: Delta, supervisor: Supervisor) -> str:
-    """The WebSocket message for a delta, encoded once and shared by every client."""
+def wire(delta: Delta, supervisor: Supervisor) -> bytes:
+    """The WebSocket message for a delta, encoded (JSON, UTF-8) once and shared by every client."""
     if delta.wire is None:
         message: dict[str, Any]
         if delta.kind == "daemon":
@@ -42,5 +42,5 @@ def wire(delta: Delta, supervisor: Supervisor) -> str:
             message = {"type": "system", "seq": delta.seq, "key": delta.key, "value": delta.data}
         else:
             message = {"type": "log", "daemon": delta.key, "line": log_line(delta.data)}
-        delta.wire = encode(message)
+        delta.wire = encode(message).encode()
     return delta.wire

@@ -76,7 +76,7 @@ class Connection:
                     await self._resync(*resync)
                 for delta in batch.deltas:
                     if delta.kind == "log" or delta.seq > self.last_seq:
-                        await self._send_text(payload.wire(delta, self._supervisor))
+                        await self._send_frame(payload.wire(delta, self._supervisor))
                         self.last_seq = max(self.last_seq, delta.seq)
                 if batch.dropped:
                     self.stats.dropped_lines_total += batch.dropped
@@ -127,15 +127,23 @@ class Connection:
             await self._send(snapshot)
         else:
             for delta in missed:
-                await self._send_text(payload.wire(delta, self._supervisor))
+                await self._send_frame(payload.wire(delta, self._supervisor))
         self.last_seq = current
 
     async def _send(self, message: dict[str, Any]) -> None:
-        await self._send_text(payload.encode(message))
+        await self._send_frame(payload.encode(message).encode())
 
-    async def _send_text(self, text: str) -> None:
+    async def _send_frame(self, text: bytes) -> None:
+        """Send one text message, already UTF-8 (encoded once for every client)."""
+        # A send waits only once the transport holds more than its high-water mark. Below it, no
+        # timer is armed: one per frame and client was a third of the fan-out's CPU time.
+        if self.transport is not None:
+            _, high_water = self.transport.get_write_buffer_limits()
+            if self.transport.get_write_buffer_size() + len(text) <= high_water:
+                await self.socket.send_frame(text, WSMsgType.TEXT)
+                return
         async with asyncio.timeout(SEND_TIMEOUT):
-            await self.socket.send_str(text)
+            await self.socket.send_frame(text, WSMsgType.TEXT)
 
     def handle(self, text: str) -> None:
         """One message from the client. Anything invalid gets an `error`; the connection stays."""
@@ -171,7 +179,9 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     if "Origin" in request.headers and not same_origin(request):
         raise web.HTTPForbidden(text='{"error": "cross-origin WebSocket refused"}', content_type="application/json")
     warden = request.app[WARDEN]
-    socket = web.WebSocketResponse(heartbeat=HEARTBEAT, max_msg_size=MAX_MESSAGE)
+    # No permessage-deflate: it costs about 9 µs per small message and client, to save a
+    # hundred bytes on a local network.
+    socket = web.WebSocketResponse(heartbeat=HEARTBEAT, max_msg_size=MAX_MESSAGE, compress=False)
     await socket.prepare(request)
     stats = request.app[LIVE_STATS]
     stats.connections_total += 1
@@ -192,6 +202,10 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
         with contextlib.suppress(asyncio.CancelledError):
             await writer
         request.app[SOCKETS].discard(connection)
+        if socket.close_code == WSCloseCode.ABNORMAL_CLOSURE and connection.transport is not None:
+            # The heartbeat gave up on the client and only closed the transport, which would then
+            # hold what the client never read (and its kernel buffers) until it reads.
+            connection.transport.abort()
     return socket
 
 
