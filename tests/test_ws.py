@@ -480,6 +480,16 @@ async def test_the_handshake_needs_the_token_and_a_same_origin_page(tmp_path):
                 assert snapshot["type"] == "snapshot"
 
 
+async def test_compression_offered_by_a_client_is_declined(tmp_path):
+    # Deflating each small message costs the server more per client than the bytes it saves.
+    async with running_warden(tmp_path, [Worker, Other], yaml=YAML) as warden:
+        url = URL(warden.url or "")
+        async with connect(f"ws://{url.host}:{url.port}/ws", additional_headers=bearer()) as client:
+            assert "permessage-deflate" in (client.request.headers.get("Sec-WebSocket-Extensions") or "")
+            assert client.response.headers.get("Sec-WebSocket-Extensions") is None
+            assert json.loads(await client.recv())["type"] == "hello"
+
+
 async def test_shutdown_shows_the_daemons_stopping_then_closes_with_1001(tmp_path, monkeypatch):
     monkeypatch.setattr(ws, "CLOSE_TIMEOUT", 0.5)
     # The clients outlive Warden, so that Warden is the one to close.
