@@ -1,18 +1,20 @@
-"""Start and idle: process start to a ready /api/health, and the idle RSS of Warden.
+"""Start and idle: process start to a ready /api/health, and the idle RSS of Warden and its children.
 
 Start: `warden run` (as `python -m supervisor`) with the shipped config/warden.yaml, a fresh
 data folder each time, so every start is a first run: it creates the database (schema and
-migrations) and, in demo mode, starts the built-in Stash and a qbittorrent-nox before the
-page is served. The clock starts just before the process is spawned and stops at the first
-200 from GET /api/health on 127.0.0.1 (polled every 10 ms); median of --starts. Two modes:
-`demo` (no stash.url: what `make run` does) and `no-demo` (stash.url set to a closed port, so
-no demo Stash or qBittorrent; the Stash daemons show the outage and retry). The milestones
-are taken from Warden's own JSON log (its timestamps against the spawn time). Modules are
-found compiled in a private bytecode cache filled beforehand, as in an installation that has
+migrations), serves the page, then (in demo mode) starts the built-in Stash (the Stash double,
+a child process) and a qbittorrent-nox together, and auto-starts the daemons once both are up.
+The clock starts just before the process is spawned and stops at the first 200 from GET
+/api/health on 127.0.0.1 (polled every 10 ms; it answers 200 with "starting": true while the
+demo services come up); median of --starts. Two modes: `demo` (no stash.url: what `make run`
+does) and `no-demo` (stash.url set to a closed port, so no demo Stash or qBittorrent; the Stash
+daemons show the outage and retry). The milestones are taken from Warden's own JSON log (its
+timestamps against the spawn time). Modules are found compiled in a private bytecode cache
+filled beforehand (Warden's modules and the Stash double's), as in an installation that has
 run once; one more row shows demo starts with this environment's own bytecode setting (with
-PYTHONDONTWRITEBYTECODE=1, Warden's own modules are compiled from source at every start).
-The demo Stash builds Stash's real schema when ../shared/stash_schema (or STASH_SCHEMA_DIR) is
-there, else its own small subset: a demo start takes longer with the real one (reported).
+PYTHONDONTWRITEBYTECODE=1, Warden's own modules are compiled from source at every start). The
+demo Stash builds Stash's real schema when ../shared/stash_schema (or STASH_SCHEMA_DIR) is
+there, else its own small subset: it comes up later with the real one (reported).
 
 Imports: the interpreter's start, `import supervisor.cli` (everything `warden run` loads),
 and the packages that take longest under `python -X importtime`.
@@ -21,11 +23,12 @@ Idle: a fresh start per mode; in demo mode, first wait until the demo library's 
 made (ffmpeg, in Warden's threads) and the demo download is added to qBittorrent; then wait
 for a quiet window of --quiet seconds in which every daemon is running and sleeping and no
 job is pending or running at any poll. Then read VmRSS (and VmHWM, RssAnon, RssFile) of the
-Warden process from /proc, and separately of its child processes (qbittorrent-nox). The demo
-Stash runs inside the Warden process, so in demo mode Warden's RSS includes it. Gives up
-waiting after --settle seconds and measures anyway, saying so.
+Warden process from /proc, and separately of each of its child processes: in demo mode the
+demo Stash (a Python process of its own) and qbittorrent-nox, and an ffmpeg if one is still
+running. Gives up waiting after --settle seconds and measures anyway, saying so.
 
-Every process started is stopped (SIGTERM, then SIGKILL of its process group), also on error.
+Every process started is stopped (SIGTERM, then SIGKILL of its process group and of the process
+groups its children lead), also on error.
 Prints tables and writes bench/results/start_idle.json (start_idle.tiny.json with --tiny).
 
     python -m bench.start_idle [--starts 5] [--modes demo no-demo] [--settle 600] [--quiet 25]
@@ -54,7 +57,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import write_results
-from daemons.qbittorrent.nox import free_port
+from daemons.children import free_port
 from daemons.stash.double.schema import default_schema_dir, real_schema_files
 from tests.test_process import child_env, warden_command
 
@@ -68,11 +71,13 @@ STOP_TIMEOUT = 30.0
 #: Environment on top of the shipped config, per mode (WARDEN_* variables override the file).
 MODES = {"demo": {}, "no-demo": {"WARDEN_STASH__URL": "http://127.0.0.1:9"}}
 MILESTONES = {
+    "page served": "page served",
     "demo Stash up": "demo mode: built-in Stash running",
     "qbittorrent-nox up": "demo mode: qbittorrent-nox running",
-    "page served": "page served",
     "daemons started": "Warden running",
 }
+#: How the demo Stash's process is told apart from Warden's other children (its command line).
+DEMO_STASH_MODULE = "daemons.stash.double"
 #: Demo mode's log events once its videos are made (ffmpeg) and its download is in qBittorrent.
 DEMO_MADE = {"demo library ready", "demo download added"}
 # Direct connections only: a proxy from the environment must not stand between us and loopback.
@@ -144,7 +149,10 @@ def bytecode_cache() -> Iterator[Path]:
     """
     with tempfile.TemporaryDirectory() as folder:
         env = with_bytecode(dict(os.environ), Path(folder))
-        fill = "import supervisor.cli, supervisor.plugins; supervisor.plugins.discover()"
+        fill = (
+            "import supervisor.cli, supervisor.plugins, daemons.stash.demo, daemons.qbittorrent.demo, "
+            "daemons.stash.double.__main__; supervisor.plugins.discover()"
+        )
         subprocess.run([sys.executable, "-c", fill], env=env, check=True)
         yield Path(folder)
 
@@ -160,7 +168,7 @@ def started(mode: str, folder: Path, cache: Path | None) -> Iterator[WardenProce
     log_path = folder / "warden.log"
     with log_path.open("wb") as log:
         spawned_wall, spawned = time.time(), time.perf_counter()
-        # Its own process group: if it has to be killed, its qbittorrent-nox and ffmpeg go with it.
+        # Its own process group: if it has to be killed, its ffmpeg runs go with it (see stop for the others).
         process = subprocess.Popen(
             warden_command("run", "--config", str(config)),
             cwd=folder,
@@ -176,14 +184,23 @@ def started(mode: str, folder: Path, cache: Path | None) -> Iterator[WardenProce
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM and wait (a graceful shutdown stops qbittorrent-nox too); SIGKILL the group after that."""
+    """SIGTERM and wait (a graceful shutdown stops the demo Stash and qbittorrent-nox too); then SIGKILL
+    Warden's process group and the groups its children lead (each of them has its own)."""
+    leaders = [pid for pid in descendants(process.pid) if _leads_group(pid)] if process.poll() is None else []
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
         with contextlib.suppress(subprocess.TimeoutExpired):
             process.wait(STOP_TIMEOUT)
-    with contextlib.suppress(ProcessLookupError):  # nothing of the group left: the usual case
-        os.killpg(process.pid, signal.SIGKILL)
+    for group in [process.pid, *leaders]:
+        with contextlib.suppress(ProcessLookupError):  # nothing of the group left: the usual case
+            os.killpg(group, signal.SIGKILL)
     process.wait()
+
+
+def _leads_group(pid: int) -> bool:
+    with contextlib.suppress(ProcessLookupError):
+        return os.getpgid(pid) == pid
+    return False
 
 
 def wait_ready(warden: WardenProcess) -> float:
@@ -293,7 +310,8 @@ class IdleResult:
     seconds_to_quiet: float  # after ready
     cpu_percent_quiet: float  # Warden's CPU over the quiet window
     warden: Memory
-    children: list[Memory] = field(default_factory=list)
+    demo_stash: Memory | None  # the demo Stash's own process (demo mode)
+    children: list[Memory] = field(default_factory=list)  # the other children: qbittorrent-nox, an ffmpeg run
     messages: dict[str, str] = field(default_factory=dict)  # each daemon's status when measured
 
 
@@ -302,13 +320,14 @@ def proc_status(pid: int) -> dict[str, str]:
     return dict(line.split(":\t", 1) for line in lines if ":\t" in line)
 
 
-def memory(pid: int) -> Memory:
+def memory(pid: int, name: str | None = None) -> Memory:
+    """The memory figures of `pid`, named `name` (else by its executable)."""
     status = proc_status(pid)
 
     def mb(key: str) -> float:
         return round(int(status[key].split()[0]) * 1024 / 1e6, 1)
 
-    return Memory(status["Name"], pid, mb("VmRSS"), mb("VmHWM"), mb("RssAnon"), mb("RssFile"))
+    return Memory(name or status["Name"], pid, mb("VmRSS"), mb("VmHWM"), mb("RssAnon"), mb("RssFile"))
 
 
 def descendants(pid: int) -> list[int]:
@@ -326,11 +345,13 @@ def descendants(pid: int) -> list[int]:
 
 
 def children_memory(pid: int) -> list[Memory]:
-    """The memory of every process below `pid`; one that exits meanwhile (an ffmpeg run) is left out."""
+    """The memory of every process below `pid`; one that exits meanwhile (an ffmpeg run) is left out.
+    The demo Stash is named so (its process is a Python like Warden's)."""
     found = []
     for child in descendants(pid):
         with contextlib.suppress(FileNotFoundError, ProcessLookupError, KeyError):  # gone, or a zombie without Vm*
-            found.append(memory(child))
+            command = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
+            found.append(memory(child, "demo Stash" if DEMO_STASH_MODULE.encode() in command else None))
     return found
 
 
@@ -380,6 +401,8 @@ def measure_idle(mode: str, settle: float, quiet: float, cache: Path) -> IdleRes
         settled, cpu_percent = wait_quiet(warden, quiet, begun + settle)
         pid = warden.process.pid
         daemons = (warden.get("api/daemons") or {"daemons": []})["daemons"]
+        children = children_memory(pid)
+        stash = [child for child in children if child.name == "demo Stash"]
         return IdleResult(
             mode=mode,
             settled=settled and library_made is not False,
@@ -387,7 +410,8 @@ def measure_idle(mode: str, settle: float, quiet: float, cache: Path) -> IdleRes
             seconds_to_quiet=round(time.monotonic() - begun, 1),
             cpu_percent_quiet=cpu_percent,
             warden=memory(pid),
-            children=children_memory(pid),
+            demo_stash=stash[0] if stash else None,
+            children=[child for child in children if child.name != "demo Stash"],
             messages={d["name"]: d["message"] for d in daemons},
         )
 
@@ -414,13 +438,17 @@ def print_imports(result: ImportResult) -> None:
 
 
 def print_idle(results: list[IdleResult]) -> None:
-    print(f"\n{'idle':<10}{'settled':>8}{'waited s':>9}{'cpu %':>7}{'RSS MB':>8}{'peak MB':>8}{'anon MB':>8}  children")
+    print(
+        f"\n{'idle':<10}{'settled':>8}{'waited s':>9}{'cpu %':>7}{'RSS MB':>8}{'peak MB':>8}{'anon MB':>8}"
+        f"{'demo Stash MB':>14}  other children"
+    )
     for result in results:
         memory_ = result.warden
+        stash = "-" if result.demo_stash is None else f"{result.demo_stash.rss_mb}"
         children = ", ".join(f"{c.name} {c.rss_mb} MB" for c in result.children) or "none"
         print(
             f"{result.mode:<10}{result.settled!s:>8}{result.seconds_to_quiet:>9}{result.cpu_percent_quiet:>7}"
-            f"{memory_.rss_mb:>8}{memory_.peak_rss_mb:>8}{memory_.anon_mb:>8}  {children}"
+            f"{memory_.rss_mb:>8}{memory_.peak_rss_mb:>8}{memory_.anon_mb:>8}{stash:>14}  {children}"
         )
         over = memory_.rss_mb - TARGET_IDLE_RSS_MB
         print(f"  target <= {TARGET_IDLE_RSS_MB:g} MB: {'met' if over <= 0 else f'MISSED by {over:.1f} MB'}", end="")

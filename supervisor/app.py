@@ -6,8 +6,8 @@ import asyncio
 import os
 import random
 import uuid
-from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager, AsyncExitStack
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -52,7 +52,8 @@ class Warden:
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     #: Serves the page and API while Warden runs (web.app.serve); yields the page's URL.
     front: Callable[[Warden], AbstractAsyncContextManager[str]] | None = None
-    #: Run beside the kernel from before the daemons start until after they stop (the demo Stash).
+    #: Run beside the kernel (the demo Stash and qBittorrent): entered at once after the front is up and before
+    #: the daemons are auto-started; left after the daemons stop.
     companions: list[Callable[[Warden], AbstractAsyncContextManager[None]]] = field(default_factory=list)
     supervisor: Supervisor | None = None
     writer: StoreWriter | None = None
@@ -123,16 +124,19 @@ class Warden:
                 group.create_task(self._retention(store), name="retention"),
             ]
             await supervising.wait()
+            self._starting()
             async with AsyncExitStack() as around:
-                for companion in self.companions:
-                    await around.enter_async_context(companion(self))
                 if self.front is not None:
+                    # The page first: it answers, and says that Warden is starting, while the companions come up.
                     self.url = await around.enter_async_context(self.front(self))
-                await supervisor.auto_start()
-                self.ready.set()
-                logger.info(
-                    "Warden running", boot=self.boot_id, daemons=len(supervisor.runners), database=str(store.path)
-                )
+                # Left before the front: after the daemons stop, while the page still shows the shutdown.
+                if await around.enter_async_context(self._beside_companions(stop)):
+                    await supervisor.auto_start()
+                    self.ready.set()
+                    self.hub.set_system("startup", {"ready": True, "message": None, "since": self.clock.time()})
+                    logger.info(
+                        "Warden running", boot=self.boot_id, daemons=len(supervisor.runners), database=str(store.path)
+                    )
                 await stop.wait()
                 # Daemons stop first, while the page still shows it; then the front closes its clients.
                 logger.info("shutting down: stopping every daemon")
@@ -140,6 +144,38 @@ class Warden:
                 await self._close_jobs()
             for task in tasks:
                 task.cancel()
+
+    def _starting(self) -> None:
+        """Until the daemons are auto-started, the page and /api/health say that Warden is still starting."""
+        waiting = " once the services they use are up" if self.companions else " in a moment"
+        message = f"Warden is starting: daemons with auto-start begin{waiting}."
+        self.hub.set_system("startup", {"ready": False, "message": message, "since": self.clock.time()})
+
+    @asynccontextmanager
+    async def _beside_companions(self, stop: asyncio.Event) -> AsyncIterator[bool]:
+        """Enter every companion at once, each in a task of its own that also leaves it (a companion may
+        hold a task group open). Yields True once all are in, False if `stop` is set first; leaving this
+        leaves them all (a companion still coming up is cancelled)."""
+        leave = asyncio.Event()
+        entered = [asyncio.Event() for _ in self.companions]
+
+        async def beside(companion: Callable[[Warden], AbstractAsyncContextManager[None]], up: asyncio.Event) -> None:
+            async with companion(self):
+                up.set()
+                await leave.wait()
+
+        async with asyncio.TaskGroup() as group:
+            tasks = [
+                group.create_task(beside(companion, up), name=f"companion:{getattr(companion, '__name__', 'demo')}")
+                for companion, up in zip(self.companions, entered, strict=True)
+            ]
+            try:
+                yield await _first_of(asyncio.gather(*(up.wait() for up in entered)), stop.wait())
+            finally:
+                leave.set()
+                for task, up in zip(tasks, entered, strict=True):
+                    if not up.is_set():
+                        task.cancel()
 
     async def _close_jobs(self) -> None:
         """Jobs end with the daemons (the ones left by cancel_jobs_on_stop: false too), within a bound."""
@@ -191,3 +227,17 @@ class Warden:
                 if removed:
                     logger.info("old log lines and events removed", rows=removed)
             await sleep(self.clock, 3600)
+
+
+async def _first_of(wanted: Awaitable[object], otherwise: Awaitable[object]) -> bool:
+    """True when `wanted` is done before `otherwise`, else False; whichever is left is cancelled."""
+    first, second = asyncio.ensure_future(wanted), asyncio.ensure_future(otherwise)
+    try:
+        await asyncio.wait({first, second}, return_when=asyncio.FIRST_COMPLETED)
+        if first.done():
+            first.result()  # its error, if it failed
+            return True
+        return False
+    finally:
+        first.cancel()
+        second.cancel()

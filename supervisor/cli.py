@@ -15,8 +15,6 @@ from typing import Any
 
 import structlog
 
-from daemons.qbittorrent.demo import demo_qbittorrent
-from daemons.stash.demo import demo_stash
 from supervisor import logs
 from supervisor.app import Warden, load_config
 from supervisor.configfile import ConfigError
@@ -94,7 +92,7 @@ def _run(config_path: Path, demo: bool) -> int:
     try:
         companions: list[Callable[[Warden], AbstractAsyncContextManager[None]]] = []
         if demo or config.settings.stash.url is None:
-            companions += [demo_stash, demo_qbittorrent]
+            companions += _demo_companions()
         asyncio.run(_serve(Warden(config, registry, front=serve, companions=companions)))
     except Exception as error:
         cause = _unwrap(error)
@@ -107,6 +105,14 @@ def _run(config_path: Path, demo: bool) -> int:
             raise
         return 2
     return 0
+
+
+def _demo_companions() -> list[Callable[[Warden], AbstractAsyncContextManager[None]]]:
+    """The demo Stash and qBittorrent. Imported here: without demo mode, nothing of theirs is loaded."""
+    from daemons.qbittorrent.demo import demo_qbittorrent  # noqa: PLC0415
+    from daemons.stash.demo import demo_stash  # noqa: PLC0415
+
+    return [demo_stash, demo_qbittorrent]
 
 
 def _unwrap(error: BaseException) -> BaseException:

@@ -1,12 +1,18 @@
 """Demo mode from a fresh data folder: the built-in Stash and its generated library, a qbittorrent-nox seeding a
 demo download, and every daemon at work, the whole chain by itself (sync, analysis, a plan approved and applied
-to the built-in Stash, generation); without qbittorrent-nox, download_processor says so and retries."""
+to the built-in Stash, generation); without qbittorrent-nox, download_processor says so and retries. The built-in
+Stash is a process of its own: gone when Warden stops, and when it dies or cannot start, the banner says so and
+the Stash daemons show Stash unreachable."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
+import os
 import re
+import signal
+import sys
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -23,12 +29,14 @@ from daemons.plans.store import Change, ChangeStatus, Plan, PlanStatus, PlanStor
 from daemons.qbittorrent import nox
 from daemons.qbittorrent.demo import DEMO_DOWNLOAD, demo_qbittorrent
 from daemons.stash.base import library_path
-from daemons.stash.demo import DemoClip, demo_stash
+from daemons.stash.demo import STASH_LOG, DemoClip, demo_stash
+from daemons.stash.double_process import StashDoubleProcess
 from daemons.stash.library import SceneLibrary, SceneRecord
 from daemons.stash_generation import StashGeneration
 from daemons.stash_sync import StashSync
 from daemons.video_analysis import VideoAnalysis
 from supervisor.app import Warden
+from supervisor.models import DaemonStatus
 from tests.test_page import card, open_page, screenshot
 from tests.webharness import config_text, running_warden, until
 
@@ -156,6 +164,80 @@ async def test_demo_mode_without_qbittorrent_nox_shows_it_unreachable_and_retrie
     assert (
         "No demo qBittorrent: qbittorrent-nox is not installed (apt-get install qbittorrent-nox)" in banner["message"]
     )
+
+
+SYNC_ONLY = "  stash_sync:\n    interval: 1\n    backoff_initial: 0.2\n    backoff_max: 0.5\n"
+
+
+def stash_doubles() -> list[int]:
+    """The live child processes of this test that run the Stash double."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):  # a process that ended meanwhile
+            state, parent = stat.read_text().rsplit(")", 1)[1].split()[:2]
+            mine = int(parent) == os.getpid() and state != "Z"
+            if mine and b"daemons.stash.double" in (stat.parent / "cmdline").read_bytes():
+                found.append(int(stat.parent.name))
+    return found
+
+
+def unreachable(status: DaemonStatus, warden: Warden) -> bool:
+    return status.problem and status.message.startswith(f"Cannot reach Stash at {warden.settings.stash.url}: ")
+
+
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+async def test_the_demo_stash_is_a_process_of_its_own_gone_when_warden_stops(tmp_path: Path) -> None:
+    demo = functools.partial(demo_stash, clips=CLIPS[:1], job_step=0.01)
+    async with running_warden(tmp_path, [StashSync], config_text(SYNC_ONLY), [demo]) as warden:
+        [pid] = stash_doubles()
+        assert warden.settings.stash.url == warden.hub.system["demo"]["stash_url"]
+        assert warden.supervisor is not None
+        sync = warden.supervisor.runner(StashSync.name).status
+        await until(warden, lambda: sync.message.startswith(("No scenes changed", "Sync completed")), timeout=30)
+        assert alive(pid)
+    assert not alive(pid)
+    assert stash_doubles() == []
+    assert "schema:" in (tmp_path / "data" / "demo" / STASH_LOG).read_text()
+
+
+async def test_a_demo_stash_that_dies_shows_on_the_banner_and_as_stash_unreachable(tmp_path: Path) -> None:
+    demo = functools.partial(demo_stash, clips=CLIPS[:1], job_step=0.01)
+    async with running_warden(tmp_path, [StashSync], config_text(SYNC_ONLY), [demo]) as warden:
+        [pid] = stash_doubles()
+        assert warden.supervisor is not None
+        sync = warden.supervisor.runner(StashSync.name).status
+        await until(warden, lambda: sync.message.startswith(("No scenes changed", "Sync completed")), timeout=30)
+        os.kill(pid, signal.SIGKILL)
+        await until(warden, lambda: "It stopped unexpectedly" in warden.hub.system["demo"]["message"], timeout=10)
+        await until(warden, lambda: unreachable(sync, warden), timeout=30)
+        banner = warden.hub.system["demo"]["message"]
+    assert f"It stopped unexpectedly (exit status {-signal.SIGKILL}; its log is " in banner
+    assert "the Stash daemons show Stash unreachable until Warden is restarted" in banner
+
+
+async def test_a_demo_stash_that_cannot_start_is_said_on_the_banner_and_warden_runs_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    broken = "import sys; sys.stdin.readline(); print('the schema is unreadable', file=sys.stderr); sys.exit(3)"
+    monkeypatch.setattr(StashDoubleProcess, "command", lambda self: [sys.executable, "-c", broken])
+    demo = functools.partial(demo_stash, clips=CLIPS[:1], job_step=0.01)
+    async with running_warden(tmp_path, [StashSync], config_text(SYNC_ONLY), [demo]) as warden:
+        assert warden.supervisor is not None
+        sync = warden.supervisor.runner(StashSync.name).status
+        await until(warden, lambda: unreachable(sync, warden), timeout=30)
+        banner = warden.hub.system["demo"]
+    log = tmp_path / "data" / "demo" / STASH_LOG
+    assert banner["message"] == (
+        "Demo library: the built-in Stash did not start (the Stash double did not come up: it exited with status 3; "
+        f"its log is {log}), so the Stash daemons have none to reach."
+    )
+    assert banner["stash_url"] == warden.settings.stash.url
 
 
 def check_the_chain(scenes: list[SceneRecord], plans: list[Plan], changes: list[Change], stash: dict[str, Any]) -> None:

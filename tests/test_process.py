@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 
 import pytest
 
+from daemons.children import free_port
 from supervisor.plugins import discover
 
 T = TypeVar("T")
@@ -510,3 +511,113 @@ def test_a_second_warden_on_the_same_database_or_port_is_refused_and_changes_not
         assert "Traceback" not in second.stderr + third.stderr
         first.send(signal.SIGTERM)
         assert first.wait_exit(STOP_TIMEOUT + 5) == 0
+
+
+# -- what `warden run` loads, and demo mode's processes ----------------------------------------
+
+SHIPPED_CONFIG = Path(__file__).resolve().parent.parent / "config" / "warden.yaml"
+TOKEN = "process-test-token-0123456789"
+#: Modules only demo mode needs (graphql-core and the Stash double run in a child process even then).
+DEMO_ONLY = ("daemons.stash.demo", "daemons.qbittorrent.demo", "torf")
+NEVER_IN_WARDEN = ("graphql", "daemons.stash.double")
+#: Runs Warden as `warden run` does; once its daemons are started, prints the modules it has loaded.
+REPORTING_WARDEN = textwrap.dedent(
+    """
+    import json, sys, threading, time, urllib.request
+    from supervisor import cli
+
+    def report(port, token):
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/api/health", headers={"Authorization": f"Bearer {token}"}
+        )
+        while True:
+            try:
+                with opener.open(request, timeout=5) as response:
+                    if not json.load(response)["starting"]:
+                        break
+            except OSError:  # not listening yet, or 503
+                pass
+            time.sleep(0.02)
+        print(json.dumps(sorted(sys.modules)), flush=True)
+
+    threading.Thread(target=report, args=sys.argv[1:3], daemon=True).start()
+    sys.exit(cli.main(["--log-format", "json", "run", "--config", sys.argv[3]]))
+    """
+)
+
+
+def children_of(pid: int) -> dict[int, str]:
+    """Live direct children of `pid`: their command lines."""
+    found = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):  # a process that ended meanwhile
+            state, parent = stat.read_text().rsplit(")", 1)[1].split()[:2]
+            if int(parent) == pid and state != "Z":
+                found[int(stat.parent.name)] = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@contextlib.contextmanager
+def reporting_warden(tmp_path: Path, demo: bool) -> Iterator[tuple[subprocess.Popen[str], set[str]]]:
+    """Warden on the shipped config (demo mode, or a Stash URL where nothing listens); yields the process and
+    the modules it had loaded once its daemons were started. It and every child it had are gone afterwards."""
+    config = tmp_path / "warden.yaml"
+    config.write_text(SHIPPED_CONFIG.read_text())
+    port = free_port()
+    env = child_env(tmp_path) | {"WARDEN_SERVER__TOKEN": TOKEN, "WARDEN_PATHS__DATA_DIR": str(tmp_path / "data")}
+    env |= {"WARDEN_SERVER__PORT": str(port)} | ({} if demo else {"WARDEN_STASH__URL": "http://127.0.0.1:9"})
+    with (tmp_path / "warden.log").open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-c", REPORTING_WARDEN, str(port), TOKEN, str(config)],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
+        )
+    children: dict[int, str] = {}
+    try:
+        assert process.stdout is not None
+        # Its own lines come first ("Warden is running: <url>"); the report once its daemons are started.
+        line = next((line for line in process.stdout if line.startswith("[")), "")
+        tail = (tmp_path / "warden.log").read_text(errors="replace")[-3000:]
+        assert line.startswith("["), f"Warden exited ({process.poll()}) before its daemons started:\n{tail}"
+        children.update(children_of(process.pid))
+        yield process, set(json.loads(line))
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait()
+        for pid in children:
+            if alive(pid):  # each child leads its own process group
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pid, signal.SIGKILL)
+
+
+def test_warden_run_without_demo_mode_loads_nothing_of_it(tmp_path: Path) -> None:
+    with reporting_warden(tmp_path, demo=False) as (process, modules):
+        assert "daemons.stash_sync" in modules, "the bundled daemons are loaded"
+        assert modules.isdisjoint(DEMO_ONLY + NEVER_IN_WARDEN), sorted(modules & {*DEMO_ONLY, *NEVER_IN_WARDEN})
+        assert children_of(process.pid) == {}
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(STOP_TIMEOUT + 10) == 0
+
+
+def test_demo_mode_runs_its_stash_as_a_child_process_that_is_gone_when_warden_stops(tmp_path: Path) -> None:
+    with reporting_warden(tmp_path, demo=True) as (process, modules):
+        assert "daemons.stash.demo" in modules
+        assert modules.isdisjoint(NEVER_IN_WARDEN), "the Stash double runs in Warden's process"
+        children = children_of(process.pid)
+        [double] = [pid for pid, command in children.items() if "-m daemons.stash.double" in command]
+        assert "--parent-pipe" in children[double]
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(STOP_TIMEOUT + 10) == 0
+        assert [pid for pid in children if alive(pid)] == [], "a child of Warden outlived it"

@@ -244,6 +244,8 @@ async def health(request: web.Request) -> web.Response:
     ok = warden.supervising and bool(store.get("ok"))
     body = {
         "ok": ok,
+        # Until the daemons set to auto-start are started (demo mode: after its Stash and qBittorrent are up).
+        "starting": not warden.ready.is_set(),
         "store": store,
         "config": {"ok": config_error is None, "error": str(config_error) if config_error else None},
         "daemons": daemons,

@@ -43,6 +43,7 @@ async def demo_qbittorrent(warden: Warden) -> AsyncIterator[None]:
     if "download_processor" not in warden.registry.daemons:
         yield  # nobody to use it
         return
+    announce(warden, "qbittorrent", "A demo qBittorrent is starting.")
     demo = (warden.settings.paths.data_dir / "demo").resolve()
     library = demo / "videos" / "downloads"  # inside the demo Stash's library
     await asyncio.to_thread(library.mkdir, parents=True, exist_ok=True)

@@ -6,21 +6,19 @@
 It listens on 127.0.0.1 only and makes no outside traffic: no DHT, LSD, PeX, UPnP/NAT-PMP,
 GeoIP download or added trackers. The profile folder is its own; the config file in it is
 rewritten on every start, everything else (torrents, fastresume data, the log) is kept, so
-`restart()` brings the same torrents back on the same ports.
+`restart()` brings the same torrents back on the same ports. It runs in a process group of
+its own, stopped by `stop()` (see daemons/children.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import hashlib
 import logging
 import os
 import secrets
 import shutil
-import signal
-import socket
 import time
 from pathlib import Path
 from types import TracebackType
@@ -28,9 +26,13 @@ from typing import Self
 
 import aiohttp
 
+from daemons import children
+from daemons.children import HOST, free_port
+
+__all__ = ["HOST", "NoxFailed", "NoxMissing", "QbittorrentNox", "free_port", "password_hash"]
+
 logger = logging.getLogger(__name__)
 
-HOST = "127.0.0.1"
 EXECUTABLE = "qbittorrent-nox"
 POLL_INTERVAL = 0.05
 LOG_TAIL_LINES = 20
@@ -51,24 +53,12 @@ def password_hash(password: str) -> str:
     return f"@ByteArray({base64.b64encode(salt).decode()}:{base64.b64encode(key).decode()})"
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind((HOST, 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 def _ini_string(text: str) -> str:
     """A QSettings INI string value: quoted, with a leading '@' doubled so it is not read as a type tag."""
     if text.startswith("@"):
         text = "@" + text
     escaped = text.replace("\\", "\\\\").replace('"', '\\"')
     return f'"{escaped}"'
-
-
-def _signal(process: asyncio.subprocess.Process, signum: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError):  # it has exited already
-        process.send_signal(signum)
 
 
 class QbittorrentNox:
@@ -118,7 +108,7 @@ class QbittorrentNox:
         self._write_config()
 
         started = time.monotonic()
-        self._process = await asyncio.create_subprocess_exec(
+        self._process = await children.spawn(
             executable,
             f"--profile={self.profile}",
             # With no TTY on stdin/stdout, 4.5.2 skips its legal-notice prompt (accepted in the config too).
@@ -136,26 +126,15 @@ class QbittorrentNox:
             raise
         if problem is not None:
             await self.stop()  # first, so the log file is complete
-            raise NoxFailed(f"{EXECUTABLE} did not come up at {self.url}: {problem}\n{self._log_tail()}")
+            tail = children.log_tail(self.log_file, LOG_TAIL_LINES)
+            raise NoxFailed(f"{EXECUTABLE} did not come up at {self.url}: {problem}\n{tail}")
         logger.info("%s %d ready at %s in %.2f s", EXECUTABLE, self.pid, self.url, time.monotonic() - started)
 
     async def stop(self, timeout: float = 15) -> None:
         """SIGTERM, then SIGKILL after `timeout`; does nothing if it is not running."""
         process, self._process = self._process, None
-        if process is None:
-            return
-        try:
-            _signal(process, signal.SIGTERM)
-            try:
-                async with asyncio.timeout(timeout):
-                    await process.wait()
-            except TimeoutError:
-                logger.warning("%s %d ignored SIGTERM for %g s; killing it", EXECUTABLE, process.pid, timeout)
-                _signal(process, signal.SIGKILL)
-                await process.wait()
-        except BaseException:
-            _signal(process, signal.SIGKILL)  # interrupted while waiting: it must not outlive us
-            raise
+        if process is not None:
+            await children.stop(process, EXECUTABLE, timeout)
 
     async def restart(self) -> None:
         """Stop and start again on the same ports and profile."""
@@ -228,10 +207,3 @@ General\Locale=en
 """,
             encoding="utf-8",
         )
-
-    def _log_tail(self) -> str:
-        try:
-            lines = self.log_file.read_text(encoding="utf-8", errors="replace").splitlines()
-        except FileNotFoundError:
-            return f"(no log at {self.log_file})"
-        return f"The end of {self.log_file}:\n" + "\n".join(lines[-LOG_TAIL_LINES:])

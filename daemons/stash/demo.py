@@ -1,10 +1,12 @@
 """Demo mode: Warden with a built-in Stash, so a newcomer sees every Stash daemon at work.
 
-The Stash double (the one the tests use) runs inside Warden on 127.0.0.1. On the first run
-a small library of real videos is made with ffmpeg under <data_dir>/demo/videos, a few at
-a time, and the double is asked to scan each new batch, as a real Stash would after a
-download. The daemons are pointed at the double with short intervals (a value set in the
-config file still wins), and the page shows a "Demo library" banner.
+The demo Stash is the Stash double the tests use, run as a process of its own on 127.0.0.1
+(as a user's Stash is), its log in <data_dir>/demo/stash.log. On the first run a small
+library of real videos is made with ffmpeg under <data_dir>/demo/videos, a few at a time,
+and the double is asked to scan each new batch, as a real Stash would after a download. The
+daemons are pointed at the double with short intervals (a value set in the config file still
+wins), and the page shows a "Demo library" banner. If the double stops while Warden runs, the
+Stash daemons show Stash unreachable and the banner says why; if it cannot start, the same.
 """
 
 from __future__ import annotations
@@ -19,9 +21,10 @@ from typing import TYPE_CHECKING
 
 import structlog
 
+from daemons.children import free_port
 from daemons.demo import announce
 from daemons.stash.client import StashClient
-from daemons.stash.double import StashDouble
+from daemons.stash.double_process import DoubleFailed, StashDoubleProcess
 from daemons.stash.videos import VideoToolMissing, make_video
 from supervisor.configfile import Overlay
 
@@ -38,6 +41,8 @@ DEMO_DAEMON_SETTINGS = {
     # The demo's plans apply by themselves, so the whole chain runs: sync, analysis, plan, apply, generation.
     "plan_applier": {"interval": 10, "auto_approve_all": True, "backoff_initial": 1, "backoff_max": 10},
 }
+#: The demo Stash's log, under <data_dir>/demo.
+STASH_LOG = "stash.log"
 #: Seconds a step of a demo Stash job takes: slow enough to watch a job's progress.
 DEMO_JOB_STEP = 0.4
 #: Clips made per scan: the library grows in visible steps.
@@ -74,30 +79,68 @@ async def demo_stash(
     warden: Warden, clips: Sequence[DemoClip] | None = None, job_step: float = DEMO_JOB_STEP
 ) -> AsyncIterator[None]:
     """Run the demo Stash beside Warden; the daemons use it while this context is open."""
-    folder = (warden.settings.paths.data_dir / "demo" / "videos").resolve()
+    demo = (warden.settings.paths.data_dir / "demo").resolve()
+    folder = demo / "videos"
     api_key = secrets.token_urlsafe(18)
-    async with StashDouble(api_key=api_key, step_delay=job_step, library_paths=[folder]) as double:
-        # Only for the daemons this Warden has: a section for another would make the settings invalid.
-        daemons = {name: values for name, values in DEMO_DAEMON_SETTINGS.items() if name in warden.registry.daemons}
+    # Only for the daemons this Warden has: a section for another would make the settings invalid.
+    daemons = {name: values for name, values in DEMO_DAEMON_SETTINGS.items() if name in warden.registry.daemons}
+    double = StashDoubleProcess(api_key=api_key, log_file=demo / STASH_LOG, step_delay=job_step, library_paths=[folder])
+    announce(warden, "stash", "Demo library: the built-in Stash is starting.")
+    try:
+        await double.start()
+    except (DoubleFailed, OSError) as error:
+        url = f"http://127.0.0.1:{free_port()}"  # nothing listens there: the Stash daemons show it plainly
+        await warden.config.add_overlay(
+            Overlay(defaults={"daemons": daemons}, overrides={"stash": {"url": url, "api_key": api_key}})
+        )
+        reason = str(error).splitlines()[0]
+        announce(
+            warden,
+            "stash",
+            f"Demo library: the built-in Stash did not start ({reason}; its log is {double.log_file}), "
+            "so the Stash daemons have none to reach.",
+            stash_url=url,
+        )
+        logger.error("demo mode without Stash: the built-in Stash did not start", error=str(error))
+        yield
+        return
+    try:
+        assert double.url is not None
         overlay = Overlay(defaults={"daemons": daemons}, overrides={"stash": {"url": double.url, "api_key": api_key}})
         await warden.config.add_overlay(overlay)
         sentence = (
             f"Demo library: a built-in Stash at {double.url} with generated videos in {folder}. "
             "To use your own Stash, set stash.url in config/warden.yaml and restart Warden."
         )
-        announce(warden, "stash", sentence, stash_url=double.url)
-        logger.info("demo mode: built-in Stash running", stash=double.url, videos=str(folder))
+        problems: list[str] = []
 
         def failed(problem: str) -> None:
-            announce(warden, "stash", f"{sentence} {problem}")
+            problems.append(problem)
+            announce(warden, "stash", " ".join([sentence, *problems]))
 
+        announce(warden, "stash", sentence, stash_url=double.url)
+        logger.info("demo mode: built-in Stash running", stash=double.url, videos=str(folder), pid=double.pid)
         async with asyncio.TaskGroup() as group:
             stash = StashClient(double.url, api_key, 30)
             filling = group.create_task(fill_library(stash, folder, clips or demo_clips(), failed), name="demo-library")
+            watching = group.create_task(_watch(double, failed), name="demo-stash-watch")
             try:
                 yield
             finally:
                 filling.cancel()
+                watching.cancel()
+    finally:
+        await double.stop()
+
+
+async def _watch(double: StashDoubleProcess, failed: Callable[[str], None]) -> None:
+    """Say so when the demo Stash ends while Warden runs (the Stash daemons see it unreachable meanwhile)."""
+    status = await double.exited()
+    logger.error("the built-in Stash stopped", status=status, log=str(double.log_file))
+    failed(
+        f"It stopped unexpectedly (exit status {status}; its log is {double.log_file}): the Stash daemons show "
+        "Stash unreachable until Warden is restarted."
+    )
 
 
 async def fill_library(

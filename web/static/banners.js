@@ -1,10 +1,11 @@
-// Banners for the system state the server publishes: database health, the config file, demo mode.
+// Banners for the system state the server publishes: database health, the config file, start-up, demo mode.
 
 import { h, setText, show } from "./dom.js";
 
 const storeBanner = document.getElementById("banner-store");
 const configBanner = document.getElementById("banner-config");
 const demoBanner = document.getElementById("banner-demo");
+const startupBanner = document.getElementById("banner-startup");
 
 // system: {name: value} as in the snapshot; a missing key clears its banner.
 export function renderSystem(system) {
@@ -18,6 +19,12 @@ export function renderSystem(system) {
   const error = system.config?.error;
   show(configBanner, Boolean(error));
   if (error) configBanner.replaceChildren(h("strong", { text: "The config file is invalid; Warden keeps running with the previous settings." }), ...describe(error));
+
+  // Until the daemons set to auto-start are started (not sent by every server version).
+  const startup = system.startup;
+  const starting = startup?.ready === false;
+  show(startupBanner, starting);
+  if (starting) setText(startupBanner, startup.message || "Warden is starting");
 
   // Not sent by every server version: true, or an object with enabled: true and a message.
   const demo = system.demo;
