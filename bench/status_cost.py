@@ -16,6 +16,9 @@ one per turn   one call timed on its own, then `await asyncio.sleep(0)`: each ca
                its loop turn, as for a daemon that reports and then does I/O. So it also schedules
                the hub's flush, and it runs with cold CPU caches after the loop's turn (the more
                subscribers, the more the readers evict). Includes one perf_counter_ns pair (printed).
+empty call     the same pattern with an async method of the same signature that does nothing: what
+               any awaited call costs as the first of a loop turn, in the same scenario. The
+               difference from "one per turn" is update_status's own work.
 flush          StatusHub.flush as the loop runs it after each one-per-turn call (timed by wrapping
                it): the status snapshot, numbering, the offer to every subscriber. Not on the
                daemon's task, but on the same loop, later in the same turn.
@@ -39,7 +42,7 @@ import os
 import statistics
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -65,6 +68,7 @@ class Timings:
     per_turn_ns: list[int]  # one value per call
     per_turn_window: tuple[int, int]  # perf_counter_ns at the start and end of the one-per-turn run
     yields_ns: int  # wall time of as many bare sleep(0) yields as one-per-turn calls
+    empty_call_ns: list[int]  # one value per call of an async method that does nothing, one per turn
 
 
 class StatusLoad(Daemon):
@@ -92,8 +96,10 @@ class StatusLoad(Daemon):
         burst_ns = [await self._burst(messages) for _ in range(config.batches)]
         yields_ns = await self._yields(config.turns)
         started = time.perf_counter_ns()
-        per_turn_ns = await self._one_per_turn(messages, config.turns)
-        self.timings = Timings(burst_ns, per_turn_ns, (started, time.perf_counter_ns()), yields_ns)
+        per_turn_ns = await self._one_per_turn(self.update_status, messages, config.turns)
+        window = (started, time.perf_counter_ns())
+        empty_call_ns = await self._one_per_turn(self._nothing, messages, config.turns)
+        self.timings = Timings(burst_ns, per_turn_ns, window, yields_ns, empty_call_ns)
         self.measured.set()
         await self.sleep(86_400, "measured; waiting to be stopped")
 
@@ -106,15 +112,18 @@ class StatusLoad(Daemon):
         await asyncio.sleep(0)
         return elapsed / len(messages)
 
-    async def _one_per_turn(self, messages: list[str], count: int) -> list[int]:
+    async def _one_per_turn(self, call: Callable[..., Awaitable[None]], messages: list[str], count: int) -> list[int]:
         spans = []
         for n in range(count):
             message = messages[n % len(messages)]
             started = time.perf_counter_ns()
-            await self.update_status(message, progress=n)
+            await call(message, progress=n)
             spans.append(time.perf_counter_ns() - started)
             await asyncio.sleep(0)
         return spans
+
+    async def _nothing(self, message: str, progress: float | None = None) -> None:
+        """update_status's shape without its work: the floor of an awaited call."""
 
     async def _yields(self, count: int) -> int:
         """Wall nanoseconds of `count` bare loop turns: the yield's own price, subtracted later."""
@@ -141,6 +150,7 @@ class Row:
     burst_p99_us: float
     per_turn_median_us: float
     per_turn_p99_us: float
+    empty_call_median_us: float
     flush_median_us: float
     flush_p99_us: float
     flushes_per_update: float
@@ -223,6 +233,7 @@ def summarise(scenario: Scenario, timings: Timings, flushes: list[int]) -> Row:
         burst_p99_us=us(p99(timings.burst_ns)),
         per_turn_median_us=us(statistics.median(timings.per_turn_ns)),
         per_turn_p99_us=us(p99(timings.per_turn_ns)),
+        empty_call_median_us=us(statistics.median(timings.empty_call_ns)),
         flush_median_us=us(statistics.median(flushes)),
         flush_p99_us=us(p99(flushes)),
         flushes_per_update=round(len(flushes) / turns, 2),
@@ -266,6 +277,7 @@ COLUMNS: list[tuple[str, Callable[[Row], object]]] = [
     ("burst p99 µs", lambda r: r.burst_p99_us),
     ("1/turn med µs", lambda r: r.per_turn_median_us),
     ("1/turn p99 µs", lambda r: r.per_turn_p99_us),
+    ("empty call 1/turn med µs", lambda r: r.empty_call_median_us),
     ("flush med µs", lambda r: r.flush_median_us),
     ("flush p99 µs", lambda r: r.flush_p99_us),
     ("loop/update µs", lambda r: r.loop_per_update_us),
