@@ -16,7 +16,8 @@ import os
 import signal
 import socket
 from pathlib import Path
-from typing import Any
+from types import TracebackType
+from typing import Any, Self
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +58,46 @@ async def stop(process: asyncio.subprocess.Process, name: str, timeout: float) -
     except BaseException:
         signal_group(process, signal.SIGKILL)  # interrupted while waiting: it must not outlive us
         raise
+
+
+class Child:
+    """One child process: whether it runs, its pid, and `async with` for start and stop.
+
+    A subclass starts it in `start()` (spawn, then wait until it serves) and stops it with `_end`.
+    """
+
+    name = "child"
+    _process: asyncio.subprocess.Process | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.returncode is None
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._process is None else self._process.pid
+
+    async def start(self) -> None:
+        raise NotImplementedError
+
+    async def stop(self) -> None:
+        raise NotImplementedError
+
+    async def _end(self, timeout: float) -> asyncio.subprocess.Process | None:
+        """Stop it (see `stop` above) if it was started; the process it was, if any."""
+        process, self._process = self._process, None
+        if process is not None:
+            await stop(process, self.name, timeout)
+        return process
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        await self.stop()
 
 
 def log_tail(path: Path, lines: int) -> str:

@@ -21,8 +21,6 @@ import secrets
 import shutil
 import time
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
 import aiohttp
 
@@ -61,7 +59,9 @@ def _ini_string(text: str) -> str:
     return f'"{escaped}"'
 
 
-class QbittorrentNox:
+class QbittorrentNox(children.Child):
+    name = EXECUTABLE
+
     def __init__(self, profile: Path, *, username: str = "admin", password: str | None = None) -> None:
         self.profile = profile
         self.username = username
@@ -69,7 +69,6 @@ class QbittorrentNox:
         self.downloads = profile / "downloads"
         self.webui_port: int | None = None  # chosen on first start, kept across restarts
         self.torrent_port: int | None = None
-        self._process: asyncio.subprocess.Process | None = None
 
     def __repr__(self) -> str:
         return f"<QbittorrentNox {self.profile} port={self.webui_port} pid={self.pid}>"
@@ -77,14 +76,6 @@ class QbittorrentNox:
     @property
     def url(self) -> str:
         return f"http://{HOST}:{self.webui_port}"
-
-    @property
-    def running(self) -> bool:
-        return self._process is not None and self._process.returncode is None
-
-    @property
-    def pid(self) -> int | None:
-        return None if self._process is None else self._process.pid
 
     @property
     def config_file(self) -> Path:
@@ -132,23 +123,12 @@ class QbittorrentNox:
 
     async def stop(self, timeout: float = 15) -> None:
         """SIGTERM, then SIGKILL after `timeout`; does nothing if it is not running."""
-        process, self._process = self._process, None
-        if process is not None:
-            await children.stop(process, EXECUTABLE, timeout)
+        await self._end(timeout)
 
     async def restart(self) -> None:
         """Stop and start again on the same ports and profile."""
         await self.stop()
         await self.start()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
-    ) -> None:
-        await self.stop()
 
     async def _wait_ready(self, process: asyncio.subprocess.Process) -> str | None:
         """Log in until it works (None) or cannot work (what went wrong); refused connections mean not yet."""

@@ -22,8 +22,6 @@ import sys
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
 import daemons
 from daemons import children
@@ -40,7 +38,9 @@ class DoubleFailed(RuntimeError):
     """The double did not come up (the message ends with the tail of its log)."""
 
 
-class StashDoubleProcess:
+class StashDoubleProcess(children.Child):
+    name = NAME
+
     def __init__(
         self,
         *,
@@ -54,19 +54,10 @@ class StashDoubleProcess:
         self.step_delay = step_delay
         self.library_paths = [str(path) for path in library_paths]
         self.url: str | None = None
-        self._process: asyncio.subprocess.Process | None = None
         self._output: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
         return f"<StashDoubleProcess {self.url} pid={self.pid}>"
-
-    @property
-    def running(self) -> bool:
-        return self._process is not None and self._process.returncode is None
-
-    @property
-    def pid(self) -> int | None:
-        return None if self._process is None else self._process.pid
 
     def command(self) -> list[str]:
         """Its command line: everything but the API key."""
@@ -121,26 +112,14 @@ class StashDoubleProcess:
 
     async def stop(self, timeout: float = 10) -> None:
         """SIGTERM, then SIGKILL after `timeout`; does nothing if it is not running."""
-        process, self._process = self._process, None
-        if process is None:
-            return
         try:
-            await children.stop(process, NAME, timeout)
+            process = await self._end(timeout)
         finally:
-            if process.stdin is not None:
-                process.stdin.close()
             if self._output is not None:
                 self._output.cancel()
                 self._output = None
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
-    ) -> None:
-        await self.stop()
+        if process is not None and process.stdin is not None:
+            process.stdin.close()
 
     async def _pass_on(self, output: asyncio.StreamReader) -> None:
         """Whatever it prints after its URL (it should print nothing more) goes to the log, so the pipe never fills."""
