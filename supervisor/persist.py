@@ -3,9 +3,9 @@
 It reads the hub like any other subscriber, so a burst of status updates arrives collapsed
 to the latest state per daemon and becomes one transaction. Writes are at least `interval`
 apart: what arrives in between joins the next one, so evenly spaced updates cannot make a
-transaction each, and the latest state reaches the disk within `interval` plus a write. When a write fails, the batch
-is kept (merged with newer changes), the failure is published as the `store` system state,
-and the write is retried with backoff; daemons are never held up.
+transaction each, and the latest state reaches the disk within `interval` plus a write.
+When a write fails, the batch is kept (merged with newer changes), the failure is published
+as the `store` system state, and the write is retried with backoff; daemons are never held up.
 """
 
 from __future__ import annotations

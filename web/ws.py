@@ -50,6 +50,11 @@ class Connection:
     last_seq: int = 0
     resync: tuple[int, str] | None = (-1, "")  # (seq, boot) to resume from; seq -1: a snapshot
     replies: list[dict[str, Any]] = field(default_factory=list)
+    high_water: int = field(init=False, default=0)  # transport bytes past which a send may wait
+
+    def __post_init__(self) -> None:
+        if self.transport is not None:
+            self.high_water = self.transport.get_write_buffer_limits()[1]
 
     def request(self, reply: dict[str, Any] | None = None, resync: tuple[int, str] | None = None) -> None:
         """Queue something for the writer (a reply, a resync) and wake it."""
@@ -137,11 +142,9 @@ class Connection:
         """Send one text message, already UTF-8 (encoded once for every client)."""
         # A send waits only once the transport holds more than its high-water mark. Below it, no
         # timer is armed: one per frame and client was a third of the fan-out's CPU time.
-        if self.transport is not None:
-            _, high_water = self.transport.get_write_buffer_limits()
-            if self.transport.get_write_buffer_size() + len(text) <= high_water:
-                await self.socket.send_frame(text, WSMsgType.TEXT)
-                return
+        if self.transport is not None and self.transport.get_write_buffer_size() + len(text) <= self.high_water:
+            await self.socket.send_frame(text, WSMsgType.TEXT)
+            return
         async with asyncio.timeout(SEND_TIMEOUT):
             await self.socket.send_frame(text, WSMsgType.TEXT)
 
