@@ -4,13 +4,17 @@ VENV := .venv
 BIN := $(VENV)/bin
 APT_PACKAGES := qbittorrent-nox chromium ffmpeg
 
-.PHONY: run test lint format bench install install-dev system-packages demo-packages apt-missing clean
+.PHONY: run test soak lint format bench install install-dev system-packages demo-packages apt-missing clean
 
 run: $(VENV)/.installed demo-packages
 	$(BIN)/warden run
 
 test: $(VENV)/.installed-dev system-packages
 	$(BIN)/python -m pytest
+
+# The load and fault tests at full size and length (make test runs their short variant).
+soak: $(VENV)/.installed-dev system-packages
+	$(BIN)/python -m pytest --soak -m soak
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
