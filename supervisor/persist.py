@@ -5,7 +5,8 @@ to the latest state per daemon and becomes one transaction. Writes are at least 
 apart: what arrives in between joins the next one, so evenly spaced updates cannot make a
 transaction each, and the latest state reaches the disk within `interval` plus a write.
 When a write fails, the batch is kept (merged with newer changes), the failure is published
-as the `store` system state, and the write is retried with backoff; daemons are never held up.
+as the `store` system state, and the write is retried by itself with a capped backoff; daemons are
+never held up.
 """
 
 from __future__ import annotations
@@ -55,7 +56,9 @@ class StoreWriter:
         failures = 0
         self._hub.set_system("store", {"ok": True, "error": None, "since": self._clock.time()})
         while True:
-            self._take(await self._subscription.get())
+            # After a failure the kept batch is retried once the backoff ends, whether or not
+            # anything new arrived meanwhile: an idle Warden must not hold it back indefinitely.
+            self._take(self._subscription.take() if failures else await self._subscription.get())
             await self._space_out()
             try:
                 await self._write_shielded()
