@@ -204,7 +204,7 @@ async def test_an_answer_that_is_not_stash_is_a_bad_response(unused_tcp_port: in
     await web.TCPSite(runner, "127.0.0.1", unused_tcp_port).start()
     client = StashClient(f"http://127.0.0.1:{unused_tcp_port}", None, timeout=5)
     try:
-        with pytest.raises(StashBadResponse, match="unexpected answer"):
+        with pytest.raises(StashBadResponse, match="cannot read: text/html instead of JSON"):
             await client.version()
     finally:
         client.close()

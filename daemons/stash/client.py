@@ -260,6 +260,10 @@ class StashClient:
         if isinstance(error, requests.exceptions.InvalidHeader):
             # The message would quote the key itself.
             return StashUnauthorized("the Stash API key has characters an HTTP header cannot carry")
+        if isinstance(error, _NotGraphQL):
+            return StashBadResponse(f"Stash at {self.url} sent an answer Warden cannot read: {error}")
+        if isinstance(error, requests.exceptions.ChunkedEncodingError | requests.exceptions.ContentDecodingError):
+            return StashUnreachable(f"Stash at {self.url} broke off its answer (the connection closed mid-way)")
         if isinstance(error, requests.Timeout | TimeoutError):
             return StashTimeout(f"Stash at {self.url} did not answer within {self._timeout:g} s")
         if isinstance(error, requests.ConnectionError):
@@ -276,6 +280,21 @@ class StashClient:
 
 def _disconnect(stash: StashInterface) -> None:
     stash.s.close()
+
+
+class _NotGraphQL(Exception):
+    """A 200 (or other) answer that is no GraphQL answer: a proxy's page, JSON cut short, no data."""
+
+    @classmethod
+    def of(cls, response: requests.Response) -> _NotGraphQL:
+        kind = response.headers.get("Content-Type", "").split(";")[0].strip() or "no content type"
+        try:
+            response.json()
+        except ValueError:
+            if "json" in kind:
+                return cls(f"its JSON is cut short or malformed (HTTP {response.status_code})")
+            return cls(f"{kind} instead of JSON (HTTP {response.status_code})")
+        return cls(f"an answer without data (HTTP {response.status_code})")
 
 
 class _HTTPStatus(Exception):
@@ -318,7 +337,12 @@ class _Interface(StashInterface, _TimedSession):
         # Refused keys, overloaded proxies and a restarting Stash all look alike to stashapi.
         if response.status_code in (401, 403, 429) or response.status_code >= 500:
             raise _HTTPStatus(response.status_code)
-        answer: dict[str, Any] = super()._handle_GQL_response(response)
+        try:
+            answer: dict[str, Any] = super()._handle_GQL_response(response)
+        except GQLException:
+            raise
+        except Exception as error:  # stashapi's own words for these are "query failed" or a TypeError
+            raise _NotGraphQL.of(response) from error
         return answer
 
 
