@@ -18,7 +18,7 @@ import structlog
 
 from supervisor.clock import Clock, sleep
 from supervisor.hub import Batch, StatusHub, Subscription
-from supervisor.jobs import Job
+from supervisor.jobs import ACTIVE, Job
 from supervisor.models import DaemonStatus, Event, LogLine
 from supervisor.store import Store, StoreError
 
@@ -43,6 +43,8 @@ class StoreWriter:
         self._states: dict[str, DaemonStatus] = {}
         self._jobs: dict[str, Job] = {}
         self._lines: list[Event | LogLine] = []
+        self._active_jobs: dict[str, Job] = {}  # written again into a database that replaced the file
+        self._generation = store.generation
         self.transactions = 0
         self.dropped_lines = 0
         self.last_write_seconds = 0.0
@@ -119,6 +121,10 @@ class StoreWriter:
                 self._states[delta.key] = delta.data
             elif delta.kind == "job":
                 self._jobs[delta.key] = delta.data
+                if delta.data.status in ACTIVE:
+                    self._active_jobs[delta.key] = delta.data
+                else:
+                    self._active_jobs.pop(delta.key, None)
             elif delta.kind in ("event", "log"):
                 self._lines.append(delta.data)
         self.dropped_lines += batch.dropped
@@ -129,6 +135,11 @@ class StoreWriter:
 
     async def _write(self) -> None:
         """Write what is pending. On failure it stays pending (newer states win) and StoreError is raised."""
+        if self._store.generation != self._generation:
+            # The database file was deleted or replaced: the one opened in its place has none of our rows.
+            self._generation = self._store.generation
+            self._states = {**self._states, **{name: status.snapshot() for name, status in self._hub.states.items()}}
+            self._jobs = {**self._active_jobs, **self._jobs}
         if not (self._states or self._lines or self._jobs):
             self._mark_saved(self._pending_seq)
             return

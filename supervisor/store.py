@@ -2,11 +2,17 @@
 
 One connection in WAL mode. Migrations are a numbered list tracked with PRAGMA user_version.
 Writers call `write` with a whole batch, which becomes one transaction.
+
+A database file deleted or replaced while Warden runs is noticed at the next write: the old
+connection lets go of it and the file now at the path is opened (a new one is created when
+there is none) and migrated; `generation` counts these openings, so the writer knows to write
+everything again. A file there that is not a database is left alone and each write says so.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import json
 import os
@@ -152,6 +158,10 @@ class DuplicateJob(StoreError):
     """An active job with this type and key is already in the database."""
 
 
+class DatabaseReplaced(StoreError):
+    """The open file was deleted or replaced; the one now at the path was opened in its place."""
+
+
 @dataclass(frozen=True, slots=True)
 class StoredState:
     status: DaemonStatus
@@ -181,10 +191,15 @@ class Retention:
 
 
 class Store:
-    def __init__(self, connection: aiosqlite.Connection, path: Path, lock: int) -> None:
-        self._db = connection
+    def __init__(self, connection: aiosqlite.Connection, path: Path, lock: int, busy_timeout_ms: int) -> None:
+        self._connection: aiosqlite.Connection | None = connection  # None: the file at the path cannot be opened
         self.path = path
         self._lock = lock
+        self._busy_timeout_ms = busy_timeout_ms
+        self._file = _identity(path)
+        self._unopened = ""  # why the file at the path could not be opened
+        self._boot: tuple[str, float, int] | None = None  # written again into a database opened in a file's place
+        self.generation = 0  # how many times a deleted or replaced file was followed
         # One statement sequence at a time on the one connection: a statement from another task must
         # never land inside the writer's open transaction (and be rolled back with it).
         self._turn = asyncio.Lock()
@@ -194,38 +209,71 @@ class Store:
         path.parent.mkdir(parents=True, exist_ok=True)
         lock = _lock_exclusively(path.with_name(path.name + ".lock"))
         try:
-            connection = await aiosqlite.connect(path, isolation_level=None)
+            connection = await _connect(path, busy_timeout_ms)
         except BaseException:
             os.close(lock)
             raise
-        store = cls(connection, path, lock)
-        try:
-            await connection.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
-            await connection.execute("PRAGMA journal_mode = WAL")
-            await connection.execute("PRAGMA synchronous = NORMAL")
-            await store._migrate()
-        except BaseException:
-            await store.close()
-            raise
-        return store
+        return cls(connection, path, lock, busy_timeout_ms)
 
     async def close(self) -> None:
         try:
-            await self._db.close()
+            if self._connection is not None:
+                await self._connection.close()
         finally:
             os.close(self._lock)  # the lock goes with it (and with the process, however it ends)
 
-    async def _migrate(self) -> None:
-        async with self._db.execute("PRAGMA user_version") as cursor:
-            row = await cursor.fetchone()
-        version = row[0] if row else 0
-        if version > len(MIGRATIONS):
-            raise StoreError(
-                f"{self.path} was written by a newer Warden (schema {version}, this one knows {len(MIGRATIONS)})"
+    @property
+    def _db(self) -> aiosqlite.Connection:
+        if self._connection is None:
+            raise StoreError(self._unopened)
+        return self._connection
+
+    async def _follow_the_file(self) -> None:
+        """Before a write: when the open file is no longer the one at the path, open the one there.
+
+        Raises DatabaseReplaced once that is done (what was written before is not in it), or
+        StoreError while the path holds something that cannot be opened as the database.
+        """
+        if self._connection is not None and _identity(self.path) == self._file:
+            return
+        if self._connection is not None:
+            connection, self._connection = self._connection, None
+            self._unopened = f"{self.path} was deleted or replaced while Warden ran"
+            with contextlib.suppress(sqlite3.Error):
+                # Its write-ahead log keeps its name beside the new file: empty it into the old file first,
+                # or opening the new one would replay the old one's pages into it.
+                await connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            await connection.close()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._relock()
+            connection = await _connect(self.path, self._busy_timeout_ms)
+        except (OSError, sqlite3.Error, StoreError) as error:
+            self._unopened = (
+                f"{self.path} was deleted or replaced while Warden ran, and what is there now cannot be opened "
+                f"as its database ({error}); remove it and Warden creates a new one"
             )
-        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
-            # executescript commits first; the version bump is in the same script so both land together.
-            await self._db.executescript(f"BEGIN; {script}; PRAGMA user_version = {number}; COMMIT;")
+            raise StoreError(self._unopened) from error
+        self._connection, self._file = connection, _identity(self.path)
+        self.generation += 1
+        if self._boot is not None:
+            with contextlib.suppress(sqlite3.Error):  # only a record of the run; its end is updated if it is there
+                await connection.execute(
+                    "INSERT OR IGNORE INTO boots (id, started_at, pid) VALUES (?, ?, ?)", self._boot
+                )
+        raise DatabaseReplaced(
+            f"{self.path} was deleted or replaced while Warden ran; Warden opened the database now there "
+            "and writes the current state to it"
+        )
+
+    def _relock(self) -> None:
+        """Hold the lock file at the path again when it went with the database (e.g. its folder was deleted)."""
+        path = self.path.with_name(self.path.name + ".lock")
+        held = os.fstat(self._lock)
+        if _identity(path) != (held.st_dev, held.st_ino):
+            lock = _lock_exclusively(path)
+            os.close(self._lock)
+            self._lock = lock
 
     # -- writing -------------------------------------------------------------------
 
@@ -245,6 +293,7 @@ class Store:
         ]
         job_rows = [_job_row(job) for job in jobs]
         async with self._turn:
+            await self._follow_the_file()
             await self._transaction(state_rows, event_rows, log_rows, job_rows)
 
     async def _transaction(self, *rows: list[tuple[Any, ...]]) -> None:
@@ -320,7 +369,8 @@ class Store:
         return _job_from_row(rows[0]) if rows else None
 
     async def begin_boot(self, boot_id: str, at: float, pid: int) -> None:
-        await self._execute("INSERT INTO boots (id, started_at, pid) VALUES (?, ?, ?)", (boot_id, at, pid))
+        self._boot = (boot_id, at, pid)
+        await self._execute("INSERT INTO boots (id, started_at, pid) VALUES (?, ?, ?)", self._boot)
 
     async def end_boot(self, boot_id: str, at: float) -> None:
         await self._execute("UPDATE boots SET stopped_at = ? WHERE id = ?", (at, boot_id))
@@ -398,6 +448,40 @@ class Store:
                 return list(await cursor.fetchall())
         except sqlite3.Error as error:
             raise StoreError(str(error)) from error
+
+
+async def _connect(path: Path, busy_timeout_ms: int) -> aiosqlite.Connection:
+    """Open the database at `path` (created when missing), in WAL mode, with every migration applied."""
+    connection = await aiosqlite.connect(path, isolation_level=None)
+    try:
+        await connection.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+        await connection.execute("PRAGMA journal_mode = WAL")
+        await connection.execute("PRAGMA synchronous = NORMAL")
+        await _migrate(connection, path)
+    except BaseException:
+        await connection.close()
+        raise
+    return connection
+
+
+async def _migrate(connection: aiosqlite.Connection, path: Path) -> None:
+    async with connection.execute("PRAGMA user_version") as cursor:
+        row = await cursor.fetchone()
+    version = row[0] if row else 0
+    if version > len(MIGRATIONS):
+        raise StoreError(f"{path} was written by a newer Warden (schema {version}, this one knows {len(MIGRATIONS)})")
+    for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+        # executescript commits first; the version bump is in the same script so both land together.
+        await connection.executescript(f"BEGIN; {script}; PRAGMA user_version = {number}; COMMIT;")
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    """Which file is at `path` (device and inode), None when there is none."""
+    try:
+        found = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return found.st_dev, found.st_ino
 
 
 def _lock_exclusively(path: Path) -> int:

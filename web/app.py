@@ -14,6 +14,7 @@ import structlog
 from aiohttp import web
 
 from supervisor.app import Warden
+from supervisor.store import StoreError
 from web import analysis, api, auth, metrics, plans, ws
 from web.keys import ACCESS, LIVE_STATS, SOCKETS, WARDEN, Access, LiveStats
 
@@ -100,6 +101,9 @@ async def json_errors(request: web.Request, handler: auth.Handler) -> web.Stream
     """API errors are JSON (aiohttp's own 404/405/413 are plain text)."""
     try:
         return await handler(request)
+    except StoreError as failure:
+        # Warden's database is unusable for now (its file replaced, the disk failing): say so, not 500.
+        raise api.error(web.HTTPServiceUnavailable, f"the database is unavailable: {failure}") from None
     except web.HTTPException as failure:
         if failure.content_type == "application/json" or "/api/" not in request.path:
             raise
