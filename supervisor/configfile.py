@@ -49,7 +49,7 @@ class ConfigError(Exception):
 
 
 class ConfigConflict(Exception):
-    """The file changed since the version the edit was based on."""
+    """The file cannot take the edit: it changed since the version the edit was based on, or cannot be written."""
 
 
 def _yaml() -> YAML:
@@ -238,10 +238,7 @@ class ConfigFile:
 
     @classmethod
     def load(cls, path: Path, model: type[WardenSettings]) -> ConfigFile:
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as error:
-            raise ConfigError(str(path), [ConfigIssue("", f"cannot read the file: {error.strerror}", None)]) from None
+        text = _read(path)
         document, settings = parse(text, model, str(path))
         return cls(path, model, text, document, settings)
 
@@ -326,10 +323,14 @@ class ConfigFile:
     async def _refuse_unseen_edit(self) -> None:
         """A hand edit not yet picked up (or rejected) would be lost by writing over it."""
         try:
-            on_disk = await asyncio.to_thread(self.path.read_text, encoding="utf-8")
+            on_disk = await asyncio.to_thread(self.path.read_bytes)
         except OSError:
             return  # nothing readable to lose
-        if on_disk != self.text:
+        try:
+            unseen = _decode(on_disk, str(self.path)) != self.text
+        except ConfigError:
+            unseen = True  # bytes that are not UTF-8 text are a hand edit all the same
+        if unseen:
             raise ConfigConflict(f"{self.path} was edited by hand since Warden last read it; reload and edit again")
 
     async def add_overlay(self, overlay: Overlay) -> WardenSettings:
@@ -343,7 +344,10 @@ class ConfigFile:
 
     async def _accept(self, text: str, how: str) -> WardenSettings:
         document, settings = parse(text, self.model, str(self.path), self.overlay)
-        await asyncio.to_thread(_atomic_write, self.path, text)
+        try:
+            await asyncio.to_thread(_atomic_write, self.path, text)
+        except OSError as error:  # e.g. a folder where the file should be
+            raise ConfigConflict(f"{self.path} cannot be written ({error.strerror}); nothing was changed") from None
         await self._adopt(text, document, settings, how)
         return settings
 
@@ -365,11 +369,9 @@ class ConfigFile:
         """Re-read the file; adopt it when it changed and is valid. True when adopted."""
         async with self._lock:
             try:
-                text = await asyncio.to_thread(self.path.read_text, encoding="utf-8")
-            except OSError as error:
-                self._reject(
-                    ConfigError(str(self.path), [ConfigIssue("", f"cannot read the file: {error.strerror}", None)])
-                )
+                text = await asyncio.to_thread(_read, self.path)
+            except ConfigError as error:
+                self._reject(error)
                 return False
             if text == self.text:
                 if self.last_error is not None:  # e.g. a broken edit was undone
@@ -389,6 +391,26 @@ class ConfigFile:
             logger.error("config file rejected; the running configuration is unchanged", error=str(error))
         self.last_error = error
         self._report()
+
+
+def _read(path: Path) -> str:
+    """The file's text; ConfigError when it cannot be read (gone, a folder, a link loop...) or is not UTF-8."""
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise ConfigError(str(path), [ConfigIssue("", f"cannot read the file: {error.strerror}", None)]) from None
+    return _decode(data, str(path))
+
+
+def _decode(data: bytes, source: str) -> str:
+    """UTF-8 text with universal newlines (as a text-mode read gives); ConfigError naming the line otherwise."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        issue = ConfigIssue("", f"not UTF-8 text: byte 0x{data[error.start]:02x} cannot be read", line)
+        raise ConfigError(source, [issue]) from None
+    return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
 def _atomic_write(path: Path, text: str) -> None:
