@@ -23,7 +23,7 @@ from typing import Any
 from pydantic import Field, field_validator, model_validator
 
 from daemons.downloads.files import Placement, UnsafeFile, place, select_media, source_of
-from daemons.qbittorrent.client import QbittorrentClient, QbittorrentError, Torrent
+from daemons.qbittorrent.client import QbittorrentClient, QbittorrentError, QbittorrentNotFound, Torrent
 from daemons.stash.client import StashClient
 from daemons.stash.jobs import launch_stash_job
 from daemons.stash.videos import probe
@@ -185,6 +185,7 @@ class DownloadProcessor(Daemon):
             placed: dict[str, str] = {}  # path → how it got there
             synced: list[str] = []
             failed: dict[str, str] = {}
+            gone: list[str] = []
             for number, torrent in enumerate(torrents, start=1):
                 message = f"Processing torrent {number}/{len(torrents)}: {torrent.name}"
                 job.progress(done=number - 1, total=len(torrents), message=message)
@@ -196,6 +197,11 @@ class DownloadProcessor(Daemon):
                     self.log.error("torrent not placed: tagged as an error", torrent=torrent.name, reason=str(unsafe))
                     await qbittorrent.add_tag([torrent.hash], config.error_tag)
                     continue
+                except QbittorrentNotFound:
+                    # Removed in qBittorrent after the listing: nothing of it was placed; the others go on.
+                    gone.append(torrent.name)
+                    self.log.info("torrent removed from qBittorrent before it was processed", torrent=torrent.name)
+                    continue
                 synced.append(torrent.hash)
             job.progress(done=len(torrents), message="Asking Stash to scan the new files" if placed else None)
             scan_job = await self._request_scan(list(placed)) if placed and config.scan_after else None
@@ -203,6 +209,7 @@ class DownloadProcessor(Daemon):
                 "torrents": len(torrents),
                 "synced": synced,
                 "failed": failed,
+                "gone": gone,
                 "placed": placed,
                 "scan_job": scan_job,
             }
@@ -250,4 +257,6 @@ def _summary(result: dict[str, Any], error_tag: str) -> str:
     if result["failed"]:
         name, reason = next(iter(result["failed"].items()))
         summary += f"; {len(result['failed'])} failed, tagged {error_tag} (first: {name}: {reason})"
+    if result["gone"]:
+        summary += f"; {len(result['gone'])} removed from qBittorrent meanwhile (first: {result['gone'][0]})"
     return summary

@@ -16,14 +16,27 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 from aiohttp import web
 
+from daemons.qbittorrent.client import QbittorrentClient, Torrent
+from daemons.qbittorrent.nox import QbittorrentNox
 from daemons.stash.double import StashDouble
+from daemons.stash.library import ASSETS
+from daemons.stash_generation import StashGeneration
 from daemons.stash_sync import StashSync
+from supervisor.jobs import JobStatus
 from supervisor.models import DaemonState, DaemonStatus
 from tests.harness import Kernel, make_settings, running_kernel
+from tests.qbtfixtures import nox, torrent_info, until_at_rest, webui_session
 from tests.tally import TallyRecorder
+from tests.test_download_processor import NAME, World, add, processing, tags_of, video, world
+from tests.test_stash_generation import KEY as GENERATION_KEY
+from tests.test_stash_generation import held_generate_job, scan_in_stash
 from tests.test_stash_sync import expected, library_of
+from tests.webharness import eventually
+
+__all__ = ["nox"]  # the fixture, used by name
 
 KEY = "faults-test-key-0123"
 #: Long enough for stashapi's connection (a schema introspection) on a loaded machine; only a stalled call reaches it.
@@ -253,3 +266,161 @@ async def test_broken_answers_from_stash_are_shown_and_ridden_out(tmp_path: Path
             ),
         ]
         await sync_through_faults(tmp_path, double, breaker.url, faults, tally)
+
+
+async def test_a_stash_job_that_never_ends_and_ignores_stop_is_waited_for_visibly_and_boundedly(
+    tmp_path: Path, tally: TallyRecorder
+) -> None:
+    name = StashGeneration.name
+    async with StashDouble(api_key=GENERATION_KEY, step_delay=0.001) as double:
+        double.jobs.hold("stop")  # Stash takes stopJob, and its job stays STOPPING
+        config = {"stop_confirm_timeout": 1, "backoff_initial": 0.05, "backoff_max": 0.2, "stop_timeout": 5}
+        async with held_generate_job(tmp_path, double, scenes=5, **config) as (kernel, job):
+            running = kernel.supervisor.runner(name).status.snapshot()
+            await scan_in_stash(double, ["/media/new"])
+            await watch(kernel, name, lambda status: job.status is JobStatus.CANCELLING)
+            waiting = kernel.supervisor.runner(name).status.snapshot()
+            job_waiting = job.message
+            stopped = await kernel.supervisor.stop(name)  # while the job waits for Stash to confirm
+            await kernel.until(lambda: job.status is not JobStatus.CANCELLING, timeout=10)
+            given_up = (job.status, job.message)
+            await kernel.supervisor.start(name)
+            busy = await watch(kernel, name, lambda status: status.message.startswith("Stash is busy"))
+            double.jobs.release("stop")
+            double.jobs.release("finish")
+            done = await watch(kernel, name, lambda status: status.message.startswith("Generation completed"))
+        lost = sum(scene.generated != frozenset(ASSETS) for scene in double.library.scenes.values())
+        tally.record(
+            "stash",
+            "a Stash job that never ends, and ignores stopJob",
+            tries=double.calls["stopJob"],
+            outcome="job shown running; stop waited for visibly, given up after stop_confirm_timeout; "
+            "daemon stopped at once; generation redone once Stash let go",
+            lost=lost,
+        )
+    assert running.message.startswith("Generating covers, previews, sprites, phashes for 5 scenes")
+    assert running.job_id == job.id and running.state is DaemonState.RUNNING
+    assert waiting.message == "Stopping generation: 1 scan job(s) waiting in Stash" and waiting.job_id == job.id
+    assert job_waiting == "stop requested; waiting for confirmation"
+    assert stopped.state is DaemonState.STOPPED
+    assert [event.kind for event in kernel.events if event.kind == "stop-timeout"] == []
+    assert given_up == (JobStatus.FAILED, "did not stop within 1 s of the stop request")
+    assert busy[-1].startswith("Stash is busy (Generating... stopping; Scanning... ready)")
+    assert done[-1] == "Generation completed for 5 scenes"
+    assert double.calls["stopJob"] == 1
+    assert lost == 0
+
+
+async def at_rest(state: World, infohash: str) -> None:
+    """Wait until qBittorrent lists the torrent as completed again (after a start it checks its resume data first)."""
+    client = state.client()
+    try:
+        await until_at_rest(client, infohash)
+    finally:
+        client.close()
+
+
+async def test_qbittorrent_down_refusing_the_password_and_forgetting_the_session_is_ridden_out(
+    tmp_path: Path, nox: QbittorrentNox, tally: TallyRecorder
+) -> None:
+    downloads = tmp_path / "downloads"
+    async with world(tmp_path, nox) as state:
+        first = await add(state, video(downloads / "Kilo.mp4", 1.0))
+        await nox.stop()
+        wrong = "not-the-password-5678"
+        async with processing(state, state.settings(password=wrong, backoff_max=0.2)) as kernel:
+            # Down: nothing answers at the URL.
+            down = await watch(kernel, NAME, lambda status: "Retrying in 0.2 s." in status.message)
+            # Up, but refusing the password Warden has.
+            await nox.start()
+            refused = await watch(kernel, NAME, lambda status: "refused the user name" in status.message)
+            refused += await watch(kernel, NAME, lambda status: "Retrying in 0.2 s." in status.message)
+            untouched = (await tags_of(state, first), state.placed())
+            await at_rest(state, first)
+            # The user puts the right password into Warden's settings: the daemon restarts with it.
+            await kernel.supervisor.apply_settings(state.settings(backoff_max=0.2))
+            after_fix = await watch(kernel, NAME, lambda status: status.message.startswith("Processed"))
+            # qBittorrent restarts, so Warden's session cookie means nothing there any more.
+            await nox.restart()
+            second = await add(state, video(downloads / "Lima.mp4", 1.2))
+            await at_rest(state, first)
+            asleep_until = kernel.supervisor.runner(NAME).status.sleeping_until or 0
+            kernel.supervisor.wake(NAME)
+            renewed = (await watch(kernel, NAME, lambda status: (status.sleeping_until or 0) > asleep_until))[1:]
+            problems_after_restart = [message for message in renewed if "Retrying in" in message]
+        tags = await tags_of(state, first, second)
+        lost = sum(tag != frozenset({"synced"}) for tag in tags) + 2 - len(state.placed())
+        for case, shown, outcome in [
+            ("qBittorrent down", down, "problem shown, retried with backoff"),
+            (
+                "qBittorrent refuses the password",
+                refused,
+                "problem shown (no password in it), retried; processed once the password was set",
+            ),
+            (
+                "qBittorrent session expired (qBittorrent restarted)",
+                renewed,
+                "logged in again by itself, no problem shown",
+            ),
+        ]:
+            tally.record("qbittorrent", case, tries=len(retries(shown)) or 1, outcome=outcome, lost=lost)
+    unreachable = f"qBittorrent not reachable at {nox.url}"
+    assert next(message for message in down if "Retrying in" in message).startswith(unreachable), down
+    assert retries(down)[-3:] == DELAYS
+    assert "qBittorrent at" in refused[-1] and "refused the user name or password" in refused[-1]
+    assert all(wrong not in message for message in refused)
+    assert untouched == ([frozenset()], [])
+    assert after_fix[-1] == "Processed 1 download: 1 linked"
+    assert problems_after_restart == []
+    assert renewed[-1] == "Processed 1 download: 1 linked"
+    assert tags == [frozenset({"synced"})] * 2
+    assert state.placed() == ["Kilo.mp4", "Lima.mp4"]
+    assert lost == 0
+
+
+async def test_a_torrent_removed_between_listing_and_processing_is_passed_over(
+    tmp_path: Path, nox: QbittorrentNox, tally: TallyRecorder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    downloads = tmp_path / "downloads"
+    async with world(tmp_path, nox) as state:
+        kept = await add(state, video(downloads / "Mike.mp4", 1.0))
+        removed = await add(state, video(downloads / "November.mp4", 1.2))
+        listed = QbittorrentClient.completed
+        removals = 0
+
+        async def then_removed(client: QbittorrentClient, category: str | None) -> list[Torrent]:
+            nonlocal removals
+            found = await listed(client, category)
+            if not removals:  # as a person would in qBittorrent's own page, files and all
+                removals += 1
+                async with webui_session(nox) as session:
+                    form = {"hashes": removed, "deleteFiles": "true"}
+                    async with session.post("/api/v2/torrents/delete", data=form) as response:
+                        assert response.status == 200, await response.text()
+                    clip = downloads / "November.mp4"
+                    await eventually(lambda: _gone(session, removed, clip), timeout=10, poll=0.05)
+            return found
+
+        monkeypatch.setattr(QbittorrentClient, "completed", then_removed)
+        async with processing(state) as kernel:
+            shown = await watch(kernel, NAME, lambda status: status.message.startswith("Processed"), timeout=60)
+            jobs = [(job.status, job.error) for job in kernel.jobs.values() if job.type == "process_downloads"]
+        tags = await tags_of(state, kept)
+        lost = (tags != [frozenset({"synced"})]) + 1 - len(state.placed())
+        tally.record(
+            "qbittorrent",
+            "a torrent removed (files and all) between listing and processing",
+            tries=removals,
+            outcome="passed over and named in the summary, no problem shown; the other placed, scanned, tagged",
+            lost=lost,
+        )
+    assert not [message for message in shown if "Retrying in" in message], shown
+    assert shown[-1] == "Processed 2 downloads: 1 linked; 1 removed from qBittorrent meanwhile (first: November.mp4)"
+    assert jobs == [(JobStatus.COMPLETED, None)]
+    assert state.placed() == ["Mike.mp4"], "nothing of the removed torrent is placed"
+    assert state.scans == [[str(state.library / "Mike.mp4")]]
+    assert lost == 0
+
+
+async def _gone(session: aiohttp.ClientSession, infohash: str, files: Path) -> bool:
+    return await torrent_info(session, infohash) is None and not await asyncio.to_thread(files.exists)

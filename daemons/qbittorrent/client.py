@@ -45,6 +45,10 @@ class QbittorrentAPIError(QbittorrentError):
     """qBittorrent understood the request and refused it (an unknown torrent, a bad argument)."""
 
 
+class QbittorrentNotFound(QbittorrentAPIError):
+    """qBittorrent answered 404: asked about one torrent, it does not have it (removed there meanwhile)."""
+
+
 #: States of a complete torrent at rest (seeding, queued or paused): not being checked, moved or missing files.
 AT_REST = frozenset({"uploading", "stalledUP", "pausedUP", "queuedUP", "forcedUP", "stoppedUP"})
 
@@ -170,7 +174,8 @@ class QbittorrentClient:
         if isinstance(error, qbittorrentapi.HTTP5XXError):
             return QbittorrentUnreachable(f"{where} is failing (HTTP {_status(error)})")
         if isinstance(error, qbittorrentapi.HTTPError):
-            return QbittorrentAPIError(f"{where} refused the request (HTTP {_status(error)}: {_first_line(error)})")
+            kind = QbittorrentNotFound if isinstance(error, qbittorrentapi.NotFound404Error) else QbittorrentAPIError
+            return kind(f"{where} refused the request (HTTP {_status(error)}: {_first_line(error)})")
         if isinstance(error, qbittorrentapi.APIConnectionError):
             cause = error.__context__
             if isinstance(cause, requests.Timeout):
