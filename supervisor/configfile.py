@@ -12,6 +12,7 @@ import copy
 import hashlib
 import io
 import os
+import re
 import tempfile
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
@@ -108,19 +109,61 @@ def parse(
     return document, settings
 
 
+#: Characters read in a config file. The shipped one has 8 KiB; round-trip parsing costs tens of µs a character.
+MAX_TEXT = 64 * 1024
+#: Brackets open at once. ruamel's scanner slows down steeply with the depth of flow collections.
+MAX_DEPTH = 32
+#: Values in the file once its aliases are expanded: a "billion laughs" is refused, never expanded.
+MAX_VALUES = 100_000
+
+
 def _parse_yaml(text: str, source: str) -> CommentedMap:
-    """The YAML document (round-trip); raises ConfigError for syntax or a non-mapping file."""
+    """The YAML document (round-trip); raises ConfigError for syntax, a non-mapping file, or one too big to read."""
+    if len(text) > MAX_TEXT:
+        raise ConfigError(source, [_too_big(f"{len(text)} characters long; at most {MAX_TEXT} are read")])
+    depth = _bracket_depth(text)
+    if depth > MAX_DEPTH:
+        raise ConfigError(source, [_too_big(f"nested {depth} brackets deep; at most {MAX_DEPTH} are read")])
     try:
         document = _yaml().load(text)
+        values = _expanded_size(document, {})
     except MarkedYAMLError as error:
         raise ConfigError(source, [_syntax_issue(error, text)]) from None
     except YAMLError as error:
         raise ConfigError(source, [ConfigIssue("", str(error), None)]) from None
+    except RecursionError:  # indentation nested hundreds of levels deep
+        raise ConfigError(source, [_too_big("nested too deeply")]) from None
+    if values > MAX_VALUES:
+        raise ConfigError(source, [_too_big(f"{values} values once its aliases are expanded; at most {MAX_VALUES}")])
     if document is None:
         document = CommentedMap()
     if not isinstance(document, CommentedMap):
         raise ConfigError(source, [ConfigIssue("", "the file must be a mapping of sections", 1)])
     return document
+
+
+def _too_big(what: str) -> ConfigIssue:
+    return ConfigIssue("", f"refused: the file is {what}", None)
+
+
+def _bracket_depth(text: str) -> int:
+    """How deep `[` and `{` nest, counting quoted ones too: a bound on the depth of flow collections."""
+    depth = deepest = 0
+    for bracket in re.sub(r"[^\[\]{}]+", "", text):
+        depth = depth + 1 if bracket in "[{" else max(depth - 1, 0)
+        deepest = max(deepest, depth)
+    return deepest
+
+
+def _expanded_size(node: Any, sizes: dict[int, int]) -> int:
+    """The number of values in `node` with every alias expanded, counted once per distinct node (linear)."""
+    if not isinstance(node, dict | list):
+        return 1
+    known = sizes.get(id(node))
+    if known is None:
+        children = node.values() if isinstance(node, dict) else node
+        known = sizes[id(node)] = 1 + sum(_expanded_size(child, sizes) for child in children)
+    return known
 
 
 def _value_issue(document: CommentedMap, loc: tuple[Any, ...], message: str) -> ConfigIssue:
@@ -257,13 +300,16 @@ class ConfigFile:
 
     async def replace_masked(self, text: str, expected_etag: str) -> WardenSettings:
         """`replace` for text edited from `masked_text`: a secret still masked keeps its value."""
+        return await self.replace(await asyncio.to_thread(self._unmasked, text), expected_etag)
+
+    def _unmasked(self, text: str) -> str:
         document = _parse_yaml(text, str(self.path))
         for path in secret_paths(self.model):
             holder, key = _at(document, path)
             if holder is not None and holder.get(key) == MASK:
                 current, _ = _at(self._document, path)
                 holder[key] = current.get(key) if current is not None else None
-        return await self.replace(dump(document), expected_etag)
+        return dump(document)
 
     def on_change(self, listener: Callable[[WardenSettings], Awaitable[None]]) -> None:
         """`listener(settings)` is awaited after every accepted change."""
@@ -343,7 +389,8 @@ class ConfigFile:
             return settings
 
     async def _accept(self, text: str, how: str) -> WardenSettings:
-        document, settings = parse(text, self.model, str(self.path), self.overlay)
+        # In a thread, as every parse of text Warden did not write: a large file takes seconds to parse.
+        document, settings = await asyncio.to_thread(parse, text, self.model, str(self.path), self.overlay)
         try:
             await asyncio.to_thread(_atomic_write, self.path, text)
         except OSError as error:  # e.g. a folder where the file should be
@@ -379,7 +426,7 @@ class ConfigFile:
                     self._report()
                 return False
             try:
-                document, settings = parse(text, self.model, str(self.path), self.overlay)
+                document, settings = await asyncio.to_thread(parse, text, self.model, str(self.path), self.overlay)
             except ConfigError as error:
                 self._reject(error)
                 return False

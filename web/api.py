@@ -21,6 +21,7 @@ from web.keys import WARDEN
 T = TypeVar("T")
 LEVELS = ("debug", "info", "warning", "error")
 MAX_PAGE = 1000
+SQLITE_INT = 2**63 - 1  # the largest integer SQLite stores; a bigger one cannot even be compared
 
 
 def _json(body: Any, status: int = 200) -> web.Response:
@@ -144,7 +145,11 @@ async def put_config(request: web.Request) -> web.Response:
         raise error(web.HTTPPreconditionRequired, "send If-Match with the ETag of the version you edited")
     etag = request.headers["If-Match"].strip('"')
     try:
-        await config.replace_masked(await request.text(), etag)
+        text = await request.text()
+    except (UnicodeDecodeError, LookupError):  # not UTF-8, or a charset nobody knows
+        raise error(web.HTTPBadRequest, "the body must be YAML text in UTF-8") from None
+    try:
+        await config.replace_masked(text, etag)
     except ConfigError as invalid:
         issues = [_issue(issue, "") for issue in invalid.issues]
         raise error(web.HTTPUnprocessableEntity, "invalid configuration; nothing was changed", issues=issues) from None
@@ -166,7 +171,7 @@ def _check_etag(request: web.Request, current: str) -> None:
 async def _json_object(request: web.Request) -> dict[str, Any]:
     try:
         body = await request.json()
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: arrays or objects nested thousands deep
         raise error(web.HTTPBadRequest, "the body must be JSON") from None
     if not isinstance(body, dict):
         raise error(web.HTTPBadRequest, "the body must be a JSON object")
@@ -181,9 +186,12 @@ def _number(request: web.Request, name: str, kind: type[int] | type[float], defa
     if value is None:
         return default
     try:
-        return kind(value)
+        number = kind(value)
     except ValueError:
         raise error(web.HTTPBadRequest, f"{name} must be a number") from None
+    if kind is int and abs(number) > SQLITE_INT:
+        raise error(web.HTTPBadRequest, f"{name} is out of range")
+    return number
 
 
 def _limit(request: web.Request, default: int) -> int:

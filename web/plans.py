@@ -17,7 +17,7 @@ from daemons.plan_applier import PlanApplier, plans_path
 from daemons.plans.store import Change, ChangeStatus, Plan, PlanConflict, PlanError, PlanStatus, PlanStore
 from supervisor.models import DaemonState
 from supervisor.supervisor import UnknownDaemon
-from web.api import _json, _json_object, _supervisor, error
+from web.api import SQLITE_INT, _json, _json_object, _supervisor, error
 from web.handles import opened_on_first_use
 from web.keys import PLANS
 
@@ -61,7 +61,8 @@ async def _plan(request: web.Request) -> tuple[PlanStore, Plan]:
     raw = request.match_info["id"]
     store = await request.app[PLANS].get()
     try:
-        plan = await store.plan(int(raw)) if raw.isdigit() else None
+        # ASCII only: "²" is a digit to isdigit() but not to int(); SQLite holds ids up to SQLITE_INT.
+        plan = await store.plan(int(raw)) if raw.isascii() and raw.isdigit() and int(raw) <= SQLITE_INT else None
     except PlanError as failure:
         raise _unavailable(failure) from None
     if plan is None:

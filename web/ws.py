@@ -152,7 +152,7 @@ class Connection:
         """One message from the client. Anything invalid gets an `error`; the connection stays."""
         try:
             message = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: arrays or objects nested thousands deep
             self.request({"type": "error", "message": "not JSON"})
             return
         kind = message.get("type") if isinstance(message, dict) else None
