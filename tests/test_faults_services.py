@@ -59,9 +59,19 @@ async def watch(kernel: Kernel, name: str, done: Callable[[DaemonStatus], bool],
     return shown
 
 
+def problems(shown: list[str]) -> list[str]:
+    """The messages that announce a retry: a problem the daemon rides out."""
+    return [message for message in shown if "Retrying in " in message]
+
+
 def retries(shown: list[str]) -> list[str]:
     """The retry delays announced, in order ("0.05", "0.1", ...)."""
-    return [message.rsplit("Retrying in ", 1)[1].removesuffix(" s.") for message in shown if "Retrying in " in message]
+    return [message.rsplit("Retrying in ", 1)[1].removesuffix(" s.") for message in problems(shown)]
+
+
+def retrying_in(delay: str) -> Callable[[DaemonStatus], bool]:
+    """A status announcing a retry after `delay` seconds."""
+    return lambda status: f"Retrying in {delay} s." in status.message
 
 
 @asynccontextmanager
@@ -95,7 +105,7 @@ async def sync_through_faults(
     tmp_path: Path, double: StashDouble, url: str, faults: list[Fault], tally: TallyRecorder
 ) -> None:
     """One stash_sync run through each fault in turn: a scene is added in Stash, the fault begins,
-    the daemon is woken and must show the problem and retry at least twice with growing delays,
+    the daemon is woken and must show the problem and retry `fault.tries` times with growing delays,
     then the fault ends and the daemon must sync by itself with no scene missing."""
     async with syncing(tmp_path, url) as kernel:
         await watch(kernel, "stash_sync", synced)
@@ -103,24 +113,22 @@ async def sync_through_faults(
             double.add_scene(f"/media/added-during-fault-{number}.mp4", title=fault.case)
             await fault.begin()
             kernel.supervisor.wake("stash_sync")
-            last = f"Retrying in {DELAYS[fault.tries - 1]} s."
-            shown = (await watch(kernel, "stash_sync", lambda status, last=last: last in status.message))[
-                1:
-            ]  # after the wake
+            shown = await watch(kernel, "stash_sync", retrying_in(DELAYS[fault.tries - 1]))
+            shown = shown[1:]  # what came after the wake
             state = kernel.state("stash_sync")
             await fault.end()
             after = await watch(kernel, "stash_sync", synced)
             in_library = await library_of(tmp_path)
             lost = len(set(expected(double)) - set(in_library))
-            problems = [message for message in shown if "Retrying in" in message]
+            announced = problems(shown)
             tally.record(
                 "stash",
                 fault.case,
-                tries=len(problems),
+                tries=len(announced),
                 outcome="problem shown, retried with backoff, synced by itself once fixed",
                 lost=lost,
             )
-            assert problems[0].startswith(fault.shown.format(url=url)), problems
+            assert announced[0].startswith(fault.shown.format(url=url)), announced
             assert retries(shown) == DELAYS[: fault.tries]
             assert not [message for message in shown if message.startswith(("No scenes changed", "Sync completed"))]
             assert state is DaemonState.RUNNING
@@ -330,11 +338,11 @@ async def test_qbittorrent_down_refusing_the_password_and_forgetting_the_session
         wrong = "not-the-password-5678"
         async with processing(state, state.settings(password=wrong, backoff_max=0.2)) as kernel:
             # Down: nothing answers at the URL.
-            down = await watch(kernel, NAME, lambda status: "Retrying in 0.2 s." in status.message)
+            down = await watch(kernel, NAME, retrying_in("0.2"))
             # Up, but refusing the password Warden has.
             await nox.start()
             refused = await watch(kernel, NAME, lambda status: "refused the user name" in status.message)
-            refused += await watch(kernel, NAME, lambda status: "Retrying in 0.2 s." in status.message)
+            refused += await watch(kernel, NAME, retrying_in("0.2"))
             untouched = (await tags_of(state, first), state.placed())
             await at_rest(state, first)
             # The user puts the right password into Warden's settings: the daemon restarts with it.
@@ -347,7 +355,6 @@ async def test_qbittorrent_down_refusing_the_password_and_forgetting_the_session
             asleep_until = kernel.supervisor.runner(NAME).status.sleeping_until or 0
             kernel.supervisor.wake(NAME)
             renewed = (await watch(kernel, NAME, lambda status: (status.sleeping_until or 0) > asleep_until))[1:]
-            problems_after_restart = [message for message in renewed if "Retrying in" in message]
         tags = await tags_of(state, first, second)
         lost = sum(tag != frozenset({"synced"}) for tag in tags) + 2 - len(state.placed())
         for case, shown, outcome in [
@@ -365,13 +372,13 @@ async def test_qbittorrent_down_refusing_the_password_and_forgetting_the_session
         ]:
             tally.record("qbittorrent", case, tries=len(retries(shown)) or 1, outcome=outcome, lost=lost)
     unreachable = f"qBittorrent not reachable at {nox.url}"
-    assert next(message for message in down if "Retrying in" in message).startswith(unreachable), down
+    assert problems(down)[0].startswith(unreachable), down
     assert retries(down)[-3:] == DELAYS
     assert "qBittorrent at" in refused[-1] and "refused the user name or password" in refused[-1]
     assert all(wrong not in message for message in refused)
     assert untouched == ([frozenset()], [])
     assert after_fix[-1] == "Processed 1 download: 1 linked"
-    assert problems_after_restart == []
+    assert problems(renewed) == []
     assert renewed[-1] == "Processed 1 download: 1 linked"
     assert tags == [frozenset({"synced"})] * 2
     assert state.placed() == ["Kilo.mp4", "Lima.mp4"]
@@ -414,7 +421,7 @@ async def test_a_torrent_removed_between_listing_and_processing_is_passed_over(
             outcome="passed over and named in the summary, no problem shown; the other placed, scanned, tagged",
             lost=lost,
         )
-    assert not [message for message in shown if "Retrying in" in message], shown
+    assert problems(shown) == []
     assert shown[-1] == "Processed 2 downloads: 1 linked; 1 removed from qBittorrent meanwhile (first: November.mp4)"
     assert jobs == [(JobStatus.COMPLETED, None)]
     assert state.placed() == ["Mike.mp4"], "nothing of the removed torrent is placed"
