@@ -431,3 +431,40 @@ async def test_a_torrent_removed_between_listing_and_processing_is_passed_over(
 
 async def _gone(session: aiohttp.ClientSession, infohash: str, files: Path) -> bool:
     return await torrent_info(session, infohash) is None and not await asyncio.to_thread(files.exists)
+
+
+async def test_a_stash_scan_that_never_ends_is_shown_and_a_stop_ends_the_wait(
+    tmp_path: Path, nox: QbittorrentNox, tally: TallyRecorder
+) -> None:
+    async with world(tmp_path, nox) as state:
+        infohash = await add(state, video(tmp_path / "downloads" / "Oscar.mp4", 1.0))
+        state.double.jobs.hold("finish")  # Stash's scan runs and never finishes
+        async with processing(state) as kernel:
+            await watch(kernel, NAME, lambda status: status.message.startswith("Waiting for Stash to scan"), timeout=60)
+            waiting = kernel.supervisor.runner(NAME).status.snapshot()
+            stopped = await kernel.supervisor.stop(NAME)
+            assert waiting.job_id is not None
+            scan = kernel.supervisor.jobs.get(waiting.job_id)
+            assert scan is not None and scan.type == "stash_scan"
+            await kernel.until(lambda: scan.status is JobStatus.CANCELLED, timeout=10)
+            untagged = await tags_of(state, infohash)
+            state.double.jobs.release("finish")
+            await kernel.supervisor.start(NAME)
+            done = await watch(kernel, NAME, lambda status: status.message.startswith("Processed"), timeout=60)
+        tags = await tags_of(state, infohash)
+        lost = (tags != [frozenset({"synced"})]) + 1 - len(state.placed())
+        tally.record(
+            "stash",
+            "a Stash scan that never ends (download_processor waiting)",
+            tries=len(state.scans),
+            outcome="the wait shown with its job; stop ends it at once and stops the scan in Stash; "
+            "the next run scans again and tags",
+            lost=lost,
+        )
+    assert waiting.message == "Waiting for Stash to scan 1 new files" and waiting.job_id == scan.id
+    assert stopped.state is DaemonState.STOPPED
+    assert [event.kind for event in kernel.events if event.kind == "stop-timeout"] == []
+    assert untagged == [frozenset()], "not tagged while its scan had not finished"
+    assert done[-1] == "Processed 1 download: 1 present"
+    assert state.scans == [[str(state.library / "Oscar.mp4")]] * 2
+    assert lost == 0
