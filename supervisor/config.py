@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, create_model
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, create_model, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from supervisor.models import RestartPolicy
@@ -101,10 +101,26 @@ class QbittorrentSettings(Section):
     timeout: float = Field(30, gt=0, le=600, description="Seconds before a qBittorrent request is abandoned.")
 
 
+def _usable_path(path: Path | None, *, folder: bool) -> Path | None:
+    """A path Warden can create or open: no NUL character, and not a file where a folder must be (or the reverse)."""
+    if path is None:
+        return None
+    if "\x00" in str(path):
+        raise ValueError("a path cannot contain a NUL character")
+    if path.exists() and path.is_dir() != folder:
+        raise ValueError(f"{path} is {'not ' if folder else ''}a folder")
+    return path
+
+
 class PathsSettings(Section):
     data_dir: Path = Field(
         Path("var"), description="Folder for Warden's own files (database, token), created on first run."
     )
+
+    @field_validator("data_dir")
+    @classmethod
+    def _folder(cls, path: Path) -> Path | None:
+        return _usable_path(path, folder=True)
 
 
 class StoreSettings(Section):
@@ -125,6 +141,12 @@ class StoreSettings(Section):
         description="Least seconds between two batched writes of states, jobs and logs: at most 1/this "
         "transactions per second, however fast daemons report. The final state is always written at shutdown.",
     )
+
+
+    @field_validator("database")
+    @classmethod
+    def _file(cls, path: Path | None) -> Path | None:
+        return _usable_path(path, folder=False)
 
 
 class SupervisorSettings(Section):

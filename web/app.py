@@ -24,7 +24,7 @@ logger = structlog.get_logger("warden.web")
 
 
 def create_app(warden: Warden, access: Access) -> web.Application:
-    app = web.Application(client_max_size=MAX_BODY, middlewares=[json_errors, auth.require_token])
+    app = web.Application(client_max_size=MAX_BODY, middlewares=[json_errors, auth.require_token, static_not_found])
     app[WARDEN] = warden
     app[ACCESS] = access
     app[SOCKETS] = weakref.WeakSet()
@@ -110,6 +110,17 @@ async def json_errors(request: web.Request, handler: auth.Handler) -> web.Stream
         failure.text = json.dumps({"error": failure.reason})
         failure.content_type = "application/json"
         raise
+
+
+@web.middleware
+async def static_not_found(request: web.Request, handler: auth.Handler) -> web.StreamResponse:
+    """A static file name the filesystem refuses (longer than it allows) is not there: 404, not aiohttp's 500."""
+    try:
+        return await handler(request)
+    except OSError:
+        if not request.path.startswith(f"{request.app[ACCESS].base_path}/static/"):
+            raise
+        raise web.HTTPNotFound() from None
 
 
 @asynccontextmanager
