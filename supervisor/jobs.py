@@ -24,6 +24,7 @@ from supervisor.clock import Clock, sleep
 from supervisor.hub import StatusHub
 from supervisor.models import shallow_copier
 from supervisor.store import DuplicateJob, Store, StoreError
+from supervisor.tasks import detached
 
 logger = structlog.get_logger("warden.jobs")
 
@@ -272,7 +273,7 @@ class JobManager:
         )
         # Reserve the key before awaiting the database, so concurrent launches here join this one.
         running = self._active[(job_type, key)] = self._by_id[job.id] = _Running(job)
-        insert = asyncio.ensure_future(self._insert(job))
+        insert = asyncio.create_task(self._insert(job), context=detached())
         try:
             # Shielded: a cancelled launch must still learn whether the row was written.
             await asyncio.shield(insert)
@@ -320,7 +321,8 @@ class JobManager:
             await self._store.insert_job(job)
 
     def _spawn(self, work: Coroutine[Any, Any, None], running: _Running) -> asyncio.Task[None]:
-        task = asyncio.create_task(work, name=f"job:{running.job.type}:{running.job.id}")
+        # Detached: a job may outlive the daemon run that launched it (the runner ends a run's own tasks).
+        task = asyncio.create_task(work, name=f"job:{running.job.type}:{running.job.id}", context=detached())
         self._tasks.add(task)
         task.add_done_callback(lambda done: self._settle(running, done))
         return task

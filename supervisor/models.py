@@ -94,7 +94,8 @@ class Event:
     """A recorded fact about a daemon: a transition, a hang, a config change, a recovery."""
 
     daemon: str
-    kind: str  # "transition", "hung", "loop-blocked", "interrupted", "config", "stop-timeout", "abandoned"
+    #: "transition", "hung", "loop-blocked", "interrupted", "config", "stop-timeout", "abandoned", "leftover-tasks"
+    kind: str
     actor: Actor
     at: float
     message: str = ""

@@ -22,6 +22,7 @@ from supervisor.daemon import Daemon, DaemonContext
 from supervisor.hub import StatusHub
 from supervisor.jobs import Job, JobManager
 from supervisor.models import Actor, DaemonState, DaemonStatus, Event, RestartPolicy
+from supervisor.tasks import RunTasks, run_context
 
 logger = structlog.get_logger("warden.supervisor")
 
@@ -280,7 +281,8 @@ class DaemonRunner:
         except Exception as error:  # a constructor that raises is a crash like any other
             context.close()
             return Outcome(True, _describe(error))
-        self.task = asyncio.create_task(self.daemon.run(), name=f"daemon:{self.name}")
+        run_tasks: RunTasks = RunTasks()
+        self.task = asyncio.create_task(self.daemon.run(), name=f"daemon:{self.name}", context=run_context(run_tasks))
         try:
             while not self.task.done() and self._interrupt is None:
                 waits: set[asyncio.Future[Any]] = {self.task, self._nudge_future()}
@@ -301,6 +303,7 @@ class DaemonRunner:
             if not self.task.done():  # this supervising task was cancelled (teardown): take the daemon along
                 self.task.cancel()
                 await asyncio.wait({self.task}, timeout=self.config.stop_timeout)
+            await self._end_leftovers(run_tasks, context)
             context.close()
             self.daemon = None
             if self._clock.monotonic() - started >= self.config.healthy_after:
@@ -329,9 +332,30 @@ class DaemonRunner:
             self._record("stop-timeout", actor, message)
             logger.error("daemon ignores cancellation", daemon=self.name, stop_timeout=self.config.stop_timeout)
             self._set(last_error=message)
-            await asyncio.wait({task})
+            while not task.done():  # again and again: a daemon that swallowed one cancellation ends at its next await
+                task.cancel()
+                await asyncio.wait({task}, timeout=self.config.stop_timeout)
         if not task.cancelled() and task.exception() is not None:
             logger.warning("daemon raised while stopping", daemon=self.name, exc_info=task.exception())
+
+    async def _end_leftovers(self, run_tasks: RunTasks, context: DaemonContext) -> None:
+        """Tasks the daemon started and left running end with its run: named in its log and events, cancelled."""
+        leftovers = [task for task in run_tasks if task is not self.task and not task.done()]
+        if not leftovers:
+            return
+        names = sorted(task.get_name() for task in leftovers)
+        context.log.warning("cancelling tasks the daemon left running", tasks=names)
+        actor = self._interrupt.actor if self._interrupt is not None else Actor.CRASH
+        self._record("leftover-tasks", actor, f"cancelled {len(names)} task(s) left running: {', '.join(names)}")
+        for task in leftovers:
+            task.cancel()
+        _, pending = await asyncio.wait(leftovers, timeout=self.config.stop_timeout)
+        if pending:
+            logger.error(
+                "tasks the daemon left running ignore cancellation",
+                daemon=self.name,
+                tasks=sorted(task.get_name() for task in pending),
+            )
 
     async def _after_run(self, outcome: Outcome) -> None:
         """A run ended by itself (or was hung): decide between stopped, backoff and fatal."""

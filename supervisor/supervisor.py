@@ -16,6 +16,7 @@ from supervisor.jobs import JobManager
 from supervisor.looplag import LoopLagMonitor
 from supervisor.models import Actor, DaemonStatus, Event
 from supervisor.runner import DaemonRunner
+from supervisor.tasks import track_tasks
 
 logger = structlog.get_logger("warden.supervisor")
 
@@ -60,10 +61,10 @@ class Supervisor:
 
     async def run(self, started: asyncio.Event | None = None) -> None:
         """Supervise until cancelled: one task per daemon, the watchdog, the loop-lag monitor."""
-        monitor = LoopLagMonitor(
-            asyncio.get_running_loop(), self.settings.supervisor.loop_lag_threshold, self._loop_blocked
-        )
+        loop = asyncio.get_running_loop()
+        monitor = LoopLagMonitor(loop, self.settings.supervisor.loop_lag_threshold, self._loop_blocked)
         monitor.start()
+        untrack = track_tasks(loop)  # so the tasks a daemon leaves running end with its run
         try:
             async with asyncio.TaskGroup() as group:
                 for runner in self.runners.values():
@@ -72,6 +73,7 @@ class Supervisor:
                 if started is not None:
                     started.set()
         finally:
+            untrack()
             monitor.stop()
 
     async def _watchdog(self) -> None:

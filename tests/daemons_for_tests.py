@@ -8,7 +8,7 @@ from typing import ClassVar
 
 from pydantic import Field
 
-from supervisor import Daemon, DaemonConfig
+from supervisor import Daemon, DaemonConfig, JobContext
 
 
 class Worker(Daemon):
@@ -89,18 +89,34 @@ class Hanger(Daemon):
 
 
 class Flaky(Daemon):
-    """Works for `interval` seconds (on the supervisor's clock), then crashes."""
+    """Reports `steps` numbered statuses, `interval` seconds apart (on the supervisor's clock), then crashes."""
 
     name = "flaky"
     title = "Flaky"
+    runs: ClassVar[int] = 0
 
     class Config(DaemonConfig):
-        interval: float = Field(10, ge=0.001, description="Seconds of work before the crash.")
+        interval: float = Field(10, ge=0.001, description="Seconds of work after each status.")
+        steps: int = Field(1, ge=1, description="Statuses reported before the crash.")
 
     async def run(self) -> None:
-        await self.update_status("working")
-        await self.sleep(self.config.interval, "pretending to work")
+        type(self).runs += 1
+        for step in range(1, self.config.steps + 1):
+            await self.update_status(f"working, step {step} of {self.config.steps}")
+            await self.sleep(self.config.interval, "pretending to work")
         raise RuntimeError("worn out")
+
+
+class Unstartable(Daemon):
+    """Raises before its first sign of life, every run (a start-up error)."""
+
+    name = "unstartable"
+    title = "Unstartable"
+    runs: ClassVar[int] = 0
+
+    async def run(self) -> None:
+        type(self).runs += 1
+        raise LookupError("library folder /media/missing not found")
 
 
 class Blocker(Daemon):
@@ -117,3 +133,71 @@ class Blocker(Daemon):
         time.sleep(self.config.block_for)  # noqa: ASYNC251 -- the bug the loop-lag monitor must name
         await self.update_status("idle")
         await self.sleep(3600, "idle")
+
+
+class Stubborn(Daemon):
+    """Keeps working through cancellation: swallows the first `ignore_cancels` (the misbehaviour under
+    test); counts its live instances and the most there ever were at once."""
+
+    name = "stubborn"
+    title = "Stubborn"
+    live: ClassVar[int] = 0
+    most_live: ClassVar[int] = 0
+
+    class Config(DaemonConfig):
+        ignore_cancels: int = Field(1, ge=0, description="Cancellations swallowed before one is obeyed.")
+
+    async def run(self) -> None:
+        cls = type(self)
+        cls.live += 1
+        cls.most_live = max(cls.most_live, cls.live)
+        ignored = 0
+        try:
+            while True:
+                try:
+                    await self.update_status(f"working; ignored {ignored} cancellations")
+                    await asyncio.sleep(0.01)
+                except asyncio.CancelledError:
+                    if ignored >= self.config.ignore_cancels:
+                        raise
+                    ignored += 1
+        finally:
+            cls.live -= 1
+
+
+class Leaky(Daemon):
+    """Starts a background task with asyncio.create_task and never awaits it (the bug under test), then
+    idles, or crashes with `crash`. `alive` counts background tasks still running, `most_alive` the most
+    at once. With `job_release` set it also launches a job that ends when the event is set."""
+
+    name = "leaky"
+    title = "Leaky"
+    alive: ClassVar[int] = 0
+    most_alive: ClassVar[int] = 0
+    job_release: ClassVar[asyncio.Event | None] = None
+
+    class Config(DaemonConfig):
+        crash: bool = Field(False, description="Crash right after starting the background task.")
+
+    async def run(self) -> None:
+        asyncio.create_task(self._background(), name="leaky-background")  # noqa: RUF006 -- the leak under test
+        if self.job_release is not None:
+            await self.launch_job("sync", "library", self._job)
+        await self.update_status("started a background task")
+        if self.config.crash:
+            raise RuntimeError("crashed after starting a background task")
+        await self.sleep(3600, "idle")
+
+    async def _background(self) -> None:
+        cls = type(self)
+        cls.alive += 1
+        cls.most_alive = max(cls.most_alive, cls.alive)
+        try:
+            await asyncio.sleep(365 * 86_400)  # a timer, not an Event: the loop keeps the task referenced
+        finally:
+            cls.alive -= 1
+
+    async def _job(self, job: JobContext) -> str:
+        assert self.job_release is not None
+        await self.job_release.wait()
+        return "synced"
