@@ -126,7 +126,8 @@ def _parse_yaml(text: str, source: str) -> CommentedMap:
         raise ConfigError(source, [_too_big(f"nested {depth} brackets deep; at most {MAX_DEPTH} are read")])
     try:
         document = _yaml().load(text)
-        values = _expanded_size(document, {})
+        tags: list[str] = []
+        values = _expanded_size(document, {}, tags)
     except MarkedYAMLError as error:
         raise ConfigError(source, [_syntax_issue(error, text)]) from None
     except YAMLError as error:
@@ -135,6 +136,8 @@ def _parse_yaml(text: str, source: str) -> CommentedMap:
         raise ConfigError(source, [_too_big("nested too deeply")]) from None
     if values > MAX_VALUES:
         raise ConfigError(source, [_too_big(f"{values} values once its aliases are expanded; at most {MAX_VALUES}")])
+    if tags:  # never constructed (the round-trip loader keeps them as data), but never meant either
+        raise ConfigError(source, [ConfigIssue("", f"refused: a tag ({tags[0]}) has no place in the config", None)])
     if document is None:
         document = CommentedMap()
     if not isinstance(document, CommentedMap):
@@ -155,14 +158,20 @@ def _bracket_depth(text: str) -> int:
     return deepest
 
 
-def _expanded_size(node: Any, sizes: dict[int, int]) -> int:
-    """The number of values in `node` with every alias expanded, counted once per distinct node (linear)."""
+def _expanded_size(node: Any, sizes: dict[int, int], tags: list[str]) -> int:
+    """The number of values in `node` with every alias expanded, counted once per distinct node (linear).
+
+    Explicit tags met on the way (`!!python/object/apply:...`, `!custom`) are added to `tags`.
+    """
+    tag = getattr(getattr(node, "tag", None), "value", None)
+    if tag is not None:
+        tags.append(str(tag).replace("tag:yaml.org,2002:", "!!"))
     if not isinstance(node, dict | list):
         return 1
     known = sizes.get(id(node))
     if known is None:
         children = node.values() if isinstance(node, dict) else node
-        known = sizes[id(node)] = 1 + sum(_expanded_size(child, sizes) for child in children)
+        known = sizes[id(node)] = 1 + sum(_expanded_size(child, sizes, tags) for child in children)
     return known
 
 
