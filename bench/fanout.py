@@ -112,10 +112,9 @@ class ClientProcesses:
 
 @contextmanager
 def client_processes(address: Address, count: int, processes: int) -> Iterator[ClientProcesses]:
-    shares = [count // processes + (1 if i < count % processes else 0) for i in range(processes)]
     with ExitStack() as stack:
         pipes = []
-        for index, share in enumerate(shares):
+        for index, share in enumerate(shares(count, processes)):
             pipe, child = SPAWN.Pipe()
             process = SPAWN.Process(
                 target=fanout_clients.clients, args=(address, share, child), name=f"clients-{index}", daemon=True
@@ -151,6 +150,11 @@ def stopping(process: BaseProcess, pipe: Connection) -> Iterator[None]:
 
 def processes_for(clients: int, chosen: int | None) -> int:
     return chosen or max(1, min(4, math.ceil(clients / CLIENTS_PER_PROCESS)))
+
+
+def shares(clients: int, processes: int) -> list[int]:
+    """How many of the clients each process connects."""
+    return [clients // processes + (1 if i < clients % processes else 0) for i in range(processes)]
 
 
 # -- steps ----------------------------------------------------------------------------------

@@ -35,6 +35,7 @@ from supervisor.daemon import Daemon
 from tests.webharness import bearer, config_text, running_warden, until
 
 DAEMONS = 5
+NAMES = [f"bench_{i}" for i in range(DAEMONS)]  # the daemons, in the order of their share of the load
 MAX_BURST = 1000  # updates a daemon makes in a row when behind, before it lets the loop run
 PERCENTILE_SAMPLE = 100_000
 MAX_LAG = 1.0  # seconds behind schedule at which a daemon gives up the rest of a paced step
@@ -155,24 +156,31 @@ class BenchDaemon(Daemon):
 def bench_daemons(load: Load) -> list[type[Daemon]]:
     BenchDaemon.load = load
     return [
-        type(f"Bench{i}", (BenchDaemon,), {"name": f"bench_{i}", "title": f"Bench {i}", "index": i})
-        for i in range(DAEMONS)
+        type(f"Bench{i}", (BenchDaemon,), {"name": name, "title": f"Bench {i}", "index": i})
+        for i, name in enumerate(NAMES)
     ]
 
 
 @contextlib.asynccontextmanager
-async def warden_server(folder: Path, load: Load) -> AsyncIterator[Server]:
+async def bench_warden(folder: Path, load: Load) -> AsyncIterator[Warden]:
+    """Warden (in this process) with the five daemons `load` drives, once each has said it is ready."""
     classes = bench_daemons(load)
     sections = "".join(f"  {cls.name}:\n    watchdog_timeout: 86400\n" for cls in classes)
     async with running_warden(folder, classes, yaml=config_text(sections)) as warden:
         await until(warden, lambda: _all_ready(warden))
+        yield warden
+
+
+@contextlib.asynccontextmanager
+async def warden_server(folder: Path, load: Load) -> AsyncIterator[Server]:
+    async with bench_warden(folder, load) as warden:
         assert warden.url is not None and warden.writer is not None
         writer = warden.writer
         yield Server(
             Address(warden.url + "ws", bearer(), []),
             warden.settings.database_path,
             "SELECT message FROM daemon_state WHERE name = ?",
-            [cls.name for cls in classes],
+            NAMES,
             lambda: writer.transactions,
             lambda: _closed_slow(warden),
         )
@@ -198,8 +206,7 @@ async def _closed_slow(warden: Warden) -> int:
 
 @contextlib.asynccontextmanager
 async def baseline_server(folder: Path, load: Load) -> AsyncIterator[Server]:
-    names = [f"bench_{i}" for i in range(DAEMONS)]
-    async with running_baseline(folder, names) as baseline:
+    async with running_baseline(folder, NAMES) as baseline:
         path = baseline.path
         daemons = []
         for index, daemon_id in enumerate(baseline.daemon_ids):
