@@ -72,6 +72,12 @@ PLUGIN_SOURCE = textwrap.dedent(
         title = "Spin B"
 
 
+    # Load: eight more daemons updating as fast as they can (spin_1 ... spin_8).
+    globals().update(
+        {f"Spin{i}": type(f"Spin{i}", (SpinA,), {"name": f"spin_{i}", "title": f"Spin {i}"}) for i in range(1, 9)}
+    )
+
+
     class Sleeper(Daemon):
         name = "sleeper"
         title = "Sleeper"
@@ -104,6 +110,24 @@ PLUGIN_SOURCE = textwrap.dedent(
             await self.run_job("import", "all", work)
 
 
+    class Finisher(Daemon):
+        """Runs short jobs one after another; each job's result names it."""
+
+        name = "finisher"
+        title = "Finisher"
+
+        async def run(self):
+            async def work(context):
+                await asyncio.sleep(0.01)
+                return f"done {context.job.id}"
+
+            batch = 0
+            while True:
+                batch += 1
+                await self.update_status(f"batch {batch}")
+                await self.run_job("batch", f"batch {batch}", work)
+
+
     class Stubborn(Daemon):
         name = "stubborn"
         title = "Stubborn"
@@ -123,6 +147,8 @@ DAEMON_CLASSES = {
     "sleeper": "Sleeper",
     "stubborn": "Stubborn",
     "importer": "Importer",
+    "finisher": "Finisher",
+    **{f"spin_{i}": f"Spin{i}" for i in range(1, 9)},
 }
 BUSY = ("spin_a", "spin_b", "sleeper")
 LIFECYCLE = [
