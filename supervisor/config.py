@@ -142,7 +142,6 @@ class StoreSettings(Section):
         "transactions per second, however fast daemons report. The final state is always written at shutdown.",
     )
 
-
     @field_validator("database")
     @classmethod
     def _file(cls, path: Path | None) -> Path | None:
