@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -153,6 +154,8 @@ class Outcome:
     let_in_without_token: int = 0
 
 
+@pytest.mark.soak
+@pytest.mark.timeout(900)
 async def test_every_endpoint_survives_fuzzing_and_a_rejected_request_changes_nothing(
     tmp_path, tally: TallyRecorder, soak: bool
 ) -> None:

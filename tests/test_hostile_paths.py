@@ -11,6 +11,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from yarl import URL
@@ -128,6 +129,7 @@ names = (
 )
 
 
+@pytest.mark.soak
 def test_torrent_file_names_never_write_outside_the_library(tally: TallyRecorder, soak: bool) -> None:
     outcome = {"placed": 0, "refused": 0, "escaped": 0}
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from tests.tally import TallyRecorder
 from tests.test_ws import live, opening, ping, read_until, state_is, warden_and_api
 from tests.webharness import daemon_of
@@ -30,6 +32,7 @@ INVALID = [
 ]
 
 
+@pytest.mark.soak
 async def test_hostile_messages_get_errors_or_snapshots_and_spare_the_bystander(
     tmp_path: Path, tally: TallyRecorder, soak: bool
 ) -> None:
