@@ -126,6 +126,7 @@ bodies: st.SearchStrategy[Body] = st.one_of(
         (b"x" * (MAX_BODY + 1), "application/json"),  # over the body limit
         NOT_UTF8,
         (b"server: {}", "text/yaml; charset=no-such-charset"),
+        (b'{"token": 1}', "application/json; charset=no-such-charset"),
         (b"a=1&b=2", "application/x-www-form-urlencoded"),
         (b"--x\r\n", "multipart/form-data"),  # no boundary
         (b'{"token": "' + TOKEN.encode() + b'"}', "application/json"),  # the token in the body

@@ -171,7 +171,8 @@ def _check_etag(request: web.Request, current: str) -> None:
 async def _json_object(request: web.Request) -> dict[str, Any]:
     try:
         body = await request.json()
-    except (ValueError, RecursionError):  # RecursionError: arrays or objects nested thousands deep
+    # RecursionError: arrays or objects nested thousands deep; LookupError: a charset nobody knows.
+    except (ValueError, RecursionError, LookupError):
         raise error(web.HTTPBadRequest, "the body must be JSON") from None
     if not isinstance(body, dict):
         raise error(web.HTTPBadRequest, "the body must be a JSON object")

@@ -135,7 +135,7 @@ async def login(request: web.Request) -> web.StreamResponse:
     access = request.app[ACCESS]
     try:
         token = (await request.json())["token"]
-    except (ValueError, KeyError, TypeError, RecursionError):
+    except (ValueError, KeyError, TypeError, RecursionError, LookupError):
         raise web.HTTPBadRequest(text='{"error": "send {\\"token\\": ...}"}', content_type="application/json") from None
     if not isinstance(token, str) or not _same(token, access.token):
         raise web.HTTPUnauthorized(text='{"error": "wrong token"}', content_type="application/json")
