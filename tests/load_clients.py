@@ -6,9 +6,10 @@ says how many are connected, then reads everything. Every client keeps the messa
 until every client holds those final messages, or the timeout, and answers how many
 (client, daemon) pairs do not, and how many connections the server ended.
 
-`churn`: asked ("churn", total), it makes `total` connections, CONNECTING_AT_ONCE at a time, each
-until its snapshot; every other one then closes properly, the rest drop the TCP connection
-without a close frame (a tab killed, a laptop lid shut). It answers how many of them failed.
+`churn`: asked ("churn", total), it makes `total` connections, CONNECTING_AT_ONCE at a time. A third
+wait for the snapshot and close properly; a third wait for it and drop the TCP connection without
+a close frame (a tab killed, a laptop lid shut); a third drop it as soon as the upgrade is
+answered, while the server is still sending. It answers how many of them failed.
 
 `client_processes` is the test's side: the processes, and requests that wait in threads, so that
 the Warden the test runs in its own event loop keeps serving meanwhile.
@@ -186,10 +187,13 @@ async def _churn(address: Address, control: Connection) -> None:
         async def one(n: int) -> bool:
             async with limit:
                 try:
-                    live = await connect(session, address)
+                    if n % 3 == 2:  # gone at once after the upgrade, while the server sends hello and snapshot
+                        live = await session.ws_connect(address.url, headers=address.headers)
+                    else:
+                        live = await connect(session, address)
                 except (aiohttp.ClientError, ConnectionError):
                     return False
-                if n % 2:
+                if n % 3 == 0:
                     await live.close()
                 else:  # gone without a close frame; then wait until the server lets go too
                     live.get_extra_info("socket").shutdown(socket.SHUT_RDWR)
