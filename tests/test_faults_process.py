@@ -177,7 +177,7 @@ async def test_sigkill_at_random_points_of_a_busy_run_loses_no_result_and_applie
     tmp_path: Path, soak: bool, tally: TallyRecorder
 ) -> None:
     rng = random.Random(SEED)
-    cycles = 20 if soak else 5
+    cycles = 50 if soak else 20
     data = tmp_path / "data"
     data.mkdir()
     install_plugin(tmp_path, BUSY)
