@@ -243,7 +243,8 @@ class Store:
                 # Its write-ahead log keeps its name beside the new file: empty it into the old file first,
                 # or opening the new one would replay the old one's pages into it.
                 await connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            await connection.close()
+            with contextlib.suppress(sqlite3.Error):  # aiosqlite lets go of the file whether or not close fails
+                await connection.close()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._relock()
@@ -254,7 +255,8 @@ class Store:
                 f"as its database ({error}); remove it and Warden creates a new one"
             )
             raise StoreError(self._unopened) from error
-        self._connection, self._file = connection, _identity(self.path)
+        self._connection = connection  # kept even if the path cannot be looked at now: followed at the next write
+        self._file = _identity(self.path)
         self.generation += 1
         if self._boot is not None:
             with contextlib.suppress(sqlite3.Error):  # only a record of the run; its end is updated if it is there
@@ -476,11 +478,19 @@ async def _migrate(connection: aiosqlite.Connection, path: Path) -> None:
 
 
 def _identity(path: Path) -> tuple[int, int] | None:
-    """Which file is at `path` (device and inode), None when there is none."""
+    """Which file is at `path` (device and inode), None when there is none.
+
+    Raises StoreError when the path cannot be looked at (its folder replaced by a file, no permission):
+    whether the open connection still writes the file a restarted Warden would open cannot be told, so
+    the write fails, shows as the store problem and is retried, keeping the connection for when the
+    path is usable again. Writing on unseen would leave the user believing it saved where it did not.
+    """
     try:
         found = os.stat(path)
     except FileNotFoundError:
         return None
+    except OSError as error:
+        raise StoreError(f"{path} cannot be looked at ({error}); Warden retries until it can") from error
     return found.st_dev, found.st_ino
 
 

@@ -354,3 +354,34 @@ async def test_a_database_file_replaced_by_something_else_is_left_alone(tmp_path
     assert untouched
     assert disk.integrity == [("ok",)]
     assert disk.lost_states == 0
+
+
+async def test_the_data_folder_replaced_by_a_file_while_running(tmp_path, tally):
+    # The database path cannot even be looked at (NotADirectoryError, as root too): Warden stays up, shows
+    # the problem, and writes on into its file once the person puts the folder back.
+    async with warden_with_client(tmp_path) as (warden, session, client):
+        assert warden.store is not None
+        folder = warden.store.path.parent
+        aside = folder.with_name("aside")
+        earlier = await warden.store.events(limit=100_000)
+        folder.rename(aside)
+        try:
+            folder.write_text("not a folder\n")
+            problem = await problem_shown(session, client, "Not a directory")
+            updates = await keeps_reporting(warden, 10)
+        finally:
+            folder.unlink(missing_ok=True)
+            aside.rename(folder)
+        await writing_resumed(warden, session, client)
+    disk = await read_back(warden, earlier)
+    lost = disk.lost_states + disk.damaged_rows
+    tally.record(
+        "database",
+        "data folder replaced by a file while running, then put back",
+        tries=1,
+        outcome=f"daemons kept running ({updates} updates), '{problem}' shown, writing resumed into the same "
+        "file, integrity ok",
+        lost=lost,
+    )
+    assert disk.integrity == [("ok",)]
+    assert lost == 0
