@@ -190,7 +190,7 @@ def _number(request: web.Request, name: str, kind: type[int] | type[float], defa
         number = kind(value)
     except ValueError:
         raise error(web.HTTPBadRequest, f"{name} must be a number") from None
-    if kind is int and abs(number) > SQLITE_INT:
+    if kind is int and not -SQLITE_INT - 1 <= number <= SQLITE_INT:
         raise error(web.HTTPBadRequest, f"{name} is out of range")
     return number
 

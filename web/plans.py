@@ -61,8 +61,10 @@ async def _plan(request: web.Request) -> tuple[PlanStore, Plan]:
     raw = request.match_info["id"]
     store = await request.app[PLANS].get()
     try:
-        # ASCII only: "²" is a digit to isdigit() but not to int(); SQLite holds ids up to SQLITE_INT.
-        plan = await store.plan(int(raw)) if raw.isascii() and raw.isdigit() and int(raw) <= SQLITE_INT else None
+        # ASCII only: "²" is a digit to isdigit() but not to int(). At most 19 digits: int() refuses thousands,
+        # and SQLite holds ids up to SQLITE_INT.
+        valid = raw.isascii() and raw.isdigit() and len(raw) <= len(str(SQLITE_INT)) and int(raw) <= SQLITE_INT
+        plan = await store.plan(int(raw)) if valid else None
     except PlanError as failure:
         raise _unavailable(failure) from None
     if plan is None:
