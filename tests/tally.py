@@ -10,10 +10,19 @@ docs/reliability.md quotes one such run.
 from __future__ import annotations
 
 import json
+from collections import Counter
+from collections.abc import Hashable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 ARTIFACTS = Path(__file__).parent / "artifacts"
+
+
+def unmatched(expected: Iterable[Hashable], found: Iterable[Hashable]) -> int:
+    """Items expected but not found plus items found but not expected, repeats counted: a result
+    kept twice does not make up for one lost."""
+    wanted, seen = Counter(expected), Counter(found)
+    return (wanted - seen).total() + (seen - wanted).total()
 
 
 @dataclass(frozen=True)
@@ -51,5 +60,5 @@ class TallyRecorder:
     tally: Tally
     test: str
 
-    def record(self, area: str, case: str, *, tries: int, outcome: str, lost: int = 0) -> None:
+    def record(self, area: str, case: str, *, tries: int, outcome: str, lost: int) -> None:
         self.tally.rows.append(Row(area, case, tries, outcome, lost, self.test))
