@@ -31,11 +31,12 @@ import math
 import multiprocessing
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import asdict, dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
+from typing import Any
 
 from bench import fanout_clients, fanout_server, write_results
 from bench.fanout_clients import Address
@@ -112,21 +113,28 @@ class ClientProcesses:
 
 @contextmanager
 def client_processes(address: Address, count: int, processes: int) -> Iterator[ClientProcesses]:
+    arguments = [(address, share) for share in shares(count, processes)]
+    with started(fanout_clients.clients, arguments) as pipes:
+        yield ClientProcesses(pipes)
+
+
+@contextmanager
+def started(target: Callable[..., None], arguments: Iterable[tuple[Any, ...]]) -> Iterator[list[Connection]]:
+    """Run `target(*args, pipe)` in a process for each tuple of `arguments`; once every one has
+    answered its first message (it is ready), yield their pipes. At the end each is stopped (`stopping`)."""
     with ExitStack() as stack:
         pipes = []
-        for index, share in enumerate(shares(count, processes)):
+        for index, args in enumerate(arguments):
             pipe, child = SPAWN.Pipe()
-            process = SPAWN.Process(
-                target=fanout_clients.clients, args=(address, share, child), name=f"clients-{index}", daemon=True
-            )
+            process = SPAWN.Process(target=target, args=(*args, child), name=f"{target.__name__}-{index}", daemon=True)
             stack.enter_context(stopping(process, pipe))
             child.close()
             pipes.append(pipe)
         for pipe in pipes:
             if not pipe.poll(START_TIMEOUT):
-                raise RuntimeError(f"clients did not connect within {START_TIMEOUT:g} s")
+                raise RuntimeError(f"{target.__name__} did not start within {START_TIMEOUT:g} s")
             pipe.recv()
-        yield ClientProcesses(pipes)
+        yield pipes
 
 
 @contextmanager

@@ -237,14 +237,11 @@ async def _never_closed() -> int:
 
 async def measure(server: Server, load: Load, step: Step) -> StepReport:
     transactions, cpu, started = server.transactions(), time.process_time(), time.perf_counter()
-    memory: list[tuple[float, float]] = []
-    sampler = asyncio.create_task(sample_memory(memory, started)) if step.sample_memory else None
-    runs = await load.run(step)
-    seconds = time.perf_counter() - started
-    transactions = server.transactions() - transactions
-    cpu = time.process_time() - cpu
-    if sampler is not None:
-        sampler.cancel()
+    async with sampling_memory(started, step.sample_memory) as memory:
+        runs = await load.run(step)
+        seconds = time.perf_counter() - started
+        transactions = server.transactions() - transactions
+        cpu = time.process_time() - cpu
     last = {key: run.last_text for key, run in zip(server.keys, runs, strict=True) if run.last_text}
     seen_ns = await asyncio.to_thread(wait_on_disk, server.database, server.state_sql, last)
     last_stamp = max(run.last_stamp_ns for run in runs)
@@ -292,7 +289,21 @@ def wait_on_disk(database: Path, sql: str, expected: dict[str, str], deadline: f
         connection.close()
 
 
-async def sample_memory(samples: list[tuple[float, float]], started: float) -> None:
+@contextlib.asynccontextmanager
+async def sampling_memory(started: float, sample: bool = True) -> AsyncIterator[list[tuple[float, float]]]:
+    """This process's RSS once a second while the block runs (if `sample`): (seconds since `started`, MiB).
+    The sampler ends with the block, also when the block raises."""
+    samples: list[tuple[float, float]] = []
+    sampler = asyncio.create_task(_sample_memory(samples, started)) if sample else None
+    try:
+        yield samples
+    finally:
+        if sampler is not None:
+            sampler.cancel()
+            await asyncio.gather(sampler, return_exceptions=True)
+
+
+async def _sample_memory(samples: list[tuple[float, float]], started: float) -> None:
     while True:
         samples.append((round(time.perf_counter() - started, 1), vm_rss_mib()))
         await asyncio.sleep(1)

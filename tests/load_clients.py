@@ -28,7 +28,7 @@ from typing import Any
 
 import aiohttp
 
-from bench.fanout import SPAWN, START_TIMEOUT, stopping
+from bench.fanout import started
 from bench.fanout_clients import CONNECT_TIMEOUT, CONNECTING_AT_ONCE, Address, connect, raise_open_files_limit
 
 Handler = Callable[[Any], Any]  # a request from the pipe -> its answer (awaited when a coroutine)
@@ -58,22 +58,11 @@ def _exchange(pipe: Connection, request: Any, timeout: float) -> Any:
 
 @asynccontextmanager
 async def client_processes(target: Callable[..., None], *arguments: tuple[Any, ...]) -> AsyncIterator[ClientProcesses]:
-    """Run `target(*args, pipe)` in a process for each tuple of `arguments`; once every one has
-    answered its first message (ready), yield. At the end each is asked to stop, and terminated if
-    it must (from threads, so that the server can answer the clients closing meanwhile)."""
+    """bench.fanout's `started` processes, started and stopped in threads, so that the server in this
+    event loop answers the clients connecting and closing meanwhile."""
     with ExitStack() as stack:
-        pipes = []
-        for index, args in enumerate(arguments):
-            pipe, child = SPAWN.Pipe()
-            process = SPAWN.Process(target=target, args=(*args, child), name=f"{target.__name__}-{index}", daemon=True)
-            stack.enter_context(stopping(process, pipe))
-            child.close()
-            pipes.append(pipe)
+        pipes = await asyncio.to_thread(stack.enter_context, started(target, arguments))
         try:
-            for pipe in pipes:
-                if not await asyncio.to_thread(pipe.poll, START_TIMEOUT):
-                    raise RuntimeError(f"{target.__name__} did not start within {START_TIMEOUT:g} s")
-                pipe.recv()
             yield ClientProcesses(pipes)
         finally:
             await asyncio.to_thread(stack.close)
