@@ -64,7 +64,7 @@ class Supervisor:
         loop = asyncio.get_running_loop()
         monitor = LoopLagMonitor(loop, self.settings.supervisor.loop_lag_threshold, self._loop_blocked)
         monitor.start()
-        untrack = track_tasks(loop)  # so the tasks a daemon leaves running end with its run
+        track_tasks(loop)  # so the tasks a daemon leaves running end with its run
         try:
             async with asyncio.TaskGroup() as group:
                 for runner in self.runners.values():
@@ -73,7 +73,6 @@ class Supervisor:
                 if started is not None:
                     started.set()
         finally:
-            untrack()
             monitor.stop()
 
     async def _watchdog(self) -> None:

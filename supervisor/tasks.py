@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import weakref
-from collections.abc import Callable, Coroutine, Generator
+from collections.abc import Coroutine, Generator
 from typing import Any
 
 RunTasks = weakref.WeakSet["asyncio.Task[Any]"]
@@ -45,24 +45,26 @@ class _Factory:
         self,
         loop: asyncio.AbstractEventLoop,
         coro: Coroutine[Any, Any, Any] | Generator[Any, None, Any],
-        context: contextvars.Context | None = None,
+        **kwargs: Any,
     ) -> asyncio.Future[Any]:
+        # Every keyword goes on as given: Python 3.13.3+ passes name= and context=, 3.14 eager_start= too.
         if self.previous is None:
-            task: asyncio.Future[Any] = asyncio.Task(coro, loop=loop, context=context)
-        elif context is None:
-            task = self.previous(loop, coro)
+            task: asyncio.Future[Any] = asyncio.Task(coro, loop=loop, **kwargs)
         else:
-            task = self.previous(loop, coro, context=context)
+            task = self.previous(loop, coro, **kwargs)
+        context: contextvars.Context | None = kwargs.get("context")
         tasks = _RUN.get() if context is None else context.get(_RUN)
         if tasks is not None and isinstance(task, asyncio.Task):
             tasks.add(task)
         return task
 
 
-def track_tasks(loop: asyncio.AbstractEventLoop) -> Callable[[], None]:
-    """Install the factory on `loop` (once); returns the function that takes it off again."""
-    previous = loop.get_task_factory()
-    if isinstance(previous, _Factory):
-        return lambda: None
-    loop.set_task_factory(_Factory(previous))
-    return lambda: loop.set_task_factory(previous)
+def track_tasks(loop: asyncio.AbstractEventLoop) -> None:
+    """Install the factory on `loop` unless it is there already.
+
+    It stays for the loop's life: taking it off when one Supervisor ends would end the tracking of
+    another still running on the loop, and put back a factory someone may have replaced meanwhile.
+    A task started in no run's context is made as before.
+    """
+    if not isinstance(loop.get_task_factory(), _Factory):
+        loop.set_task_factory(_Factory(loop.get_task_factory()))

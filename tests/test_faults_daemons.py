@@ -10,6 +10,7 @@ every event published is in the database afterwards. Backoff waits run on a Fake
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 from collections import Counter
 from pathlib import Path
@@ -18,6 +19,7 @@ import pytest
 
 from supervisor.models import Actor, DaemonState, DaemonStatus, Event
 from supervisor.store import Store
+from supervisor.tasks import RunTasks, detached, run_context, track_tasks
 from tests.daemons_for_tests import Blocker, Flaky, Hanger, Leaky, Stubborn, Unstartable, Worker
 from tests.fakeclock import FakeClock
 from tests.harness import Kernel, running_kernel
@@ -381,3 +383,40 @@ async def test_a_task_left_running_by_a_crash_is_cancelled_before_the_restart(
     )
     assert lost == 0
     assert [e.actor for e in leftovers][:3] == [Actor.CRASH] * 3
+
+
+async def test_the_task_factory_passes_on_the_keywords_newer_pythons_give_it() -> None:
+    # From Python 3.13.3 loop.create_task hands the factory name= and context= as keywords (3.14 eager_start=).
+    loop = asyncio.get_running_loop()
+    track_tasks(loop)
+    factory = loop.get_task_factory()
+    assert factory is not None
+    run_tasks = RunTasks()
+    in_run = factory(loop, asyncio.sleep(0), name="in-a-run", context=run_context(run_tasks))
+    outside = factory(loop, asyncio.sleep(0), name="detached", context=detached())
+    await asyncio.gather(in_run, outside)
+    assert isinstance(in_run, asyncio.Task) and isinstance(outside, asyncio.Task)
+    assert (in_run.get_name(), outside.get_name()) == ("in-a-run", "detached")
+    assert set(run_tasks) == {in_run}
+
+
+async def test_a_task_left_running_still_ends_with_its_run_after_another_supervisor_on_the_loop_stopped(
+    tmp_path: Path, tally: TallyRecorder
+) -> None:
+    async with contextlib.AsyncExitStack() as first:
+        await first.enter_async_context(running_kernel([Worker], tmp_path / "first"))
+        async with running_kernel([Leaky], tmp_path / "second") as second:
+            await first.aclose()  # the first kernel ends while the second runs on
+            await second.supervisor.start("leaky")
+            alive_while_running = Leaky.alive
+            await second.supervisor.stop("leaky")
+            alive_after_stop = Leaky.alive
+    lost = abs(alive_while_running - 1) + alive_after_stop
+    tally.record(
+        "daemon",
+        "leaves a task running, on a loop where another supervisor already stopped",
+        tries=1,
+        outcome="the task is still tracked and cancelled when the daemon stops",
+        lost=lost,
+    )
+    assert lost == 0
