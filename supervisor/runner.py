@@ -288,11 +288,17 @@ class DaemonRunner:
                 waits: set[asyncio.Future[Any]] = {self.task, self._nudge_future()}
                 await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
             if self.task.done():
-                return self._outcome_of(self.task)
+                outcome = self._outcome_of(self.task)
+                # A stop that came as it ended, a crash, or else the run's own actor: a clean exit is no crash.
+                ended_by = self._interrupt.actor if self._interrupt else Actor.CRASH if outcome.crashed else actor
+                await self._end_leftovers(run_tasks, context, ended_by)
+                return outcome
             interrupt = self._interrupt
             assert interrupt is not None
             self._transition(S.STOPPING, interrupt.actor, interrupt.message)
             await self._cancel(self.task, interrupt.actor)
+            # Before the card says stopped: nothing of the run may still work then.
+            await self._end_leftovers(run_tasks, context, interrupt.actor)
             if not interrupt.restart and not interrupt.hung and self.config.cancel_jobs_on_stop:
                 await self._jobs.cancel_for_daemon(self.name)
             if interrupt.hung:
@@ -300,11 +306,15 @@ class DaemonRunner:
             self._transition(S.STOPPED, interrupt.actor)
             return None
         finally:
-            if not self.task.done():  # this supervising task was cancelled (teardown): take the daemon along
-                self.task.cancel()
-                await asyncio.wait({self.task}, timeout=self.config.stop_timeout)
-            await self._end_leftovers(run_tasks, context)
-            context.close()
+            try:
+                if not self.task.done():  # this supervising task was cancelled (teardown): take the daemon along
+                    self.task.cancel()
+                    await asyncio.wait({self.task}, timeout=self.config.stop_timeout)
+                await self._end_leftovers(
+                    run_tasks, context, self._interrupt.actor if self._interrupt else Actor.SHUTDOWN
+                )
+            finally:  # even when a second cancellation cuts the waits short
+                context.close()
             self.daemon = None
             if self._clock.monotonic() - started >= self.config.healthy_after:
                 self._failures = 0
@@ -338,14 +348,17 @@ class DaemonRunner:
         if not task.cancelled() and task.exception() is not None:
             logger.warning("daemon raised while stopping", daemon=self.name, exc_info=task.exception())
 
-    async def _end_leftovers(self, run_tasks: RunTasks, context: DaemonContext) -> None:
-        """Tasks the daemon started and left running end with its run: named in its log and events, cancelled."""
+    async def _end_leftovers(self, run_tasks: RunTasks, context: DaemonContext, actor: Actor) -> None:
+        """Tasks the daemon started and left running end with its run: named in its log and events, cancelled.
+
+        Each is handled once: the set is emptied, so a later call (teardown) sees only tasks started since.
+        """
         leftovers = [task for task in run_tasks if task is not self.task and not task.done()]
+        run_tasks.clear()
         if not leftovers:
             return
         names = sorted(task.get_name() for task in leftovers)
         context.log.warning("cancelling tasks the daemon left running", tasks=names)
-        actor = self._interrupt.actor if self._interrupt is not None else Actor.CRASH
         self._record("leftover-tasks", actor, f"cancelled {len(names)} task(s) left running: {', '.join(names)}")
         for task in leftovers:
             task.cancel()

@@ -196,6 +196,7 @@ class Leaky(Daemon):
             await asyncio.sleep(365 * 86_400)  # a timer, not an Event: the loop keeps the task referenced
         finally:
             cls.alive -= 1
+            self.log.info("background task ended")
 
     async def _job(self, job: JobContext) -> str:
         assert self.job_release is not None
