@@ -13,11 +13,12 @@ import asyncio
 import contextlib
 import itertools
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from supervisor.models import Actor, DaemonState, DaemonStatus, Event
+from supervisor.models import Actor, DaemonState, DaemonStatus, Event, LogLine
 from supervisor.store import Store
 from supervisor.tasks import RunTasks, detached, run_context, track_tasks
 from tests.daemons_for_tests import Blocker, Flaky, Hanger, Leaky, Stubborn, Unstartable, Worker
@@ -30,6 +31,8 @@ S = DaemonState
 MAX_STEPS = 200
 #: Watchdog ticks are timers on the FakeClock: where no hang is under test, one a minute keeps long moves cheap.
 QUIET_WATCHDOG = {"watchdog_interval": 60}
+#: How long a command may wait for a daemon that holds out through several stop_timeouts of real time.
+COMMAND_ROOM = 60.0
 
 
 @pytest.fixture(autouse=True)
@@ -248,26 +251,31 @@ async def test_a_daemon_blocking_the_loop_is_named_and_the_others_status_still_a
     )
     assert lost == 0
     assert blocked.daemon == "blocker" and blocked.actor is Actor.WATCHDOG
-    assert 1.0 <= float(blocked.message.removeprefix("blocked the event loop for ").removesuffix(" s")) < 10
+    # No upper bound: a loaded machine lengthens the block. time.sleep guarantees the lower one.
+    assert float(blocked.message.removeprefix("blocked the event loop for ").removesuffix(" s")) >= 1.5
 
 
 async def test_a_daemon_swallowing_cancellation_past_stop_timeout_is_cancelled_again_until_it_stops(
     tmp_path: Path, tally: TallyRecorder
 ) -> None:
-    # Three cancellations swallowed, 0.2 s apart: the fourth ends it well within the stop command's wait.
+    # Three cancellations swallowed, stop_timeout (0.2 s of real time: the runner waits on the loop) apart:
+    # the fourth ends it. The commands get ample room for a loaded machine and answer once it has ended.
     config = {"stubborn": {"ignore_cancels": 3, "stop_timeout": 0.2}}
     async with running_kernel([Stubborn], tmp_path, daemons=config) as kernel:
-        await kernel.supervisor.start("stubborn")
-        stopped = (await kernel.supervisor.stop("stubborn")).snapshot()
-        live_after_stop = Stubborn.live
-        await kernel.supervisor.start("stubborn")
-        restarted = await kernel.supervisor.restart("stubborn")
-        assert restarted.state is S.RUNNING and kernel.supervisor.runner("stubborn").runs == 3
+        runner = kernel.supervisor.runner("stubborn")
+        await runner.start()
+        stopped = (await runner.stop(timeout=COMMAND_ROOM)).snapshot()
+        live_after_stops = Stubborn.live
+        await runner.start()
+        restarted = await runner.restart(timeout=COMMAND_ROOM)
+        assert restarted.state is S.RUNNING and runner.runs == 3
+        await runner.stop(timeout=COMMAND_ROOM)
+        live_after_stops += Stubborn.live
         await kernel.until(lambda: True)
         published = list(kernel.events)
     _, stored = await on_disk(tmp_path)
     timeouts = [e for e in stored if e.kind == "stop-timeout"]
-    lost = live_after_stop + (Stubborn.most_live - 1) + missing(published, stored)
+    lost = live_after_stops + abs(Stubborn.most_live - 1) + missing(published, stored)
     tally.record(
         "daemon",
         "swallows cancellation past stop_timeout",
@@ -277,7 +285,7 @@ async def test_a_daemon_swallowing_cancellation_past_stop_timeout_is_cancelled_a
     )
     assert lost == 0
     assert stopped.state is S.STOPPED and stopped.last_error == "did not stop within 0.2 s of being cancelled"
-    assert [e.actor for e in timeouts] == [Actor.USER] * 3, "the stop, the restart and the kernel's last stop"
+    assert [e.actor for e in timeouts] == [Actor.USER] * 3, "the stop, the restart and the last stop"
     assert moves(stored, "stubborn")[2:4] == [(S.RUNNING, S.STOPPING, Actor.USER), (S.STOPPING, S.STOPPED, Actor.USER)]
 
 
@@ -294,7 +302,7 @@ async def test_a_start_while_the_old_instance_still_ignores_cancellation_never_m
         await kernel.until(lambda: True)
         published = list(kernel.events)
     _, stored = await on_disk(tmp_path)
-    lost = (Stubborn.most_live - 1) + missing(published, stored)
+    lost = abs(Stubborn.most_live - 1) + missing(published, stored)
     tally.record(
         "daemon",
         "ignores cancellation longer than a stop waits, then started again",
@@ -338,7 +346,7 @@ async def test_a_task_the_daemon_left_running_is_named_and_cancelled_when_its_ru
         await store.close()
     _, stored = await on_disk(tmp_path)
     leftovers = [e for e in stored if e.kind == "leftover-tasks"]
-    lost = (Leaky.most_alive - 1) + Leaky.alive + missing(published, stored) + int(stored_job is None)
+    lost = abs(Leaky.most_alive - 1) + Leaky.alive + missing(published, stored) + int(stored_job is None)
     tally.record(
         "daemon",
         "leaves a task it started running (restart, stop)",
@@ -353,6 +361,36 @@ async def test_a_task_the_daemon_left_running_is_named_and_cancelled_when_its_ru
     ] * 2
     assert [line.line.fields["tasks"] for line in lines] == [["leaky-background"]] * 2
     assert stored_job is not None and (stored_job["status"], stored_job["result"]) == ("completed", "synced")
+
+
+async def test_a_stop_ends_the_tasks_the_daemon_left_running_before_the_card_says_stopped(
+    tmp_path: Path, tally: TallyRecorder
+) -> None:
+    async with running_kernel([Leaky], tmp_path) as kernel:
+        feed = kernel.hub.subscribe(max_lines=10_000)
+        await kernel.supervisor.start("leaky")
+        await kernel.supervisor.stop("leaky")
+        alive_when_stopped = Leaky.alive
+        kernel.hub.flush()
+        # Events and log lines in the order they happened.
+        lines = [delta.data for delta in feed.take().deltas if delta.kind in ("event", "log")]
+
+    def first(found: Callable[[Event | LogLine], bool]) -> int:
+        return next(index for index, line in enumerate(lines) if found(line))
+
+    leftover = first(lambda line: isinstance(line, Event) and line.kind == "leftover-tasks")
+    ended = first(lambda line: isinstance(line, LogLine) and line.message == "background task ended")
+    stopped = first(lambda line: isinstance(line, Event) and line.to_state is S.STOPPED)
+    lost = alive_when_stopped + int(ended > stopped)
+    tally.record(
+        "daemon",
+        "leaves a task running, then stopped",
+        tries=1,
+        outcome="the task is recorded and ended before the card and the stop command say stopped",
+        lost=lost,
+    )
+    assert lost == 0
+    assert leftover < ended < stopped
 
 
 async def test_a_task_left_running_by_a_crash_is_cancelled_before_the_restart(
@@ -373,7 +411,7 @@ async def test_a_task_left_running_by_a_crash_is_cancelled_before_the_restart(
         published = list(kernel.events)
     _, stored = await on_disk(tmp_path)
     leftovers = [e for e in stored if e.kind == "leftover-tasks"]
-    lost = sum(alive_in_backoff) + (Leaky.most_alive - 1) + missing(published, stored)
+    lost = sum(alive_in_backoff) + abs(Leaky.most_alive - 1) + missing(published, stored)
     tally.record(
         "daemon",
         "crashes leaving a task it started running",

@@ -213,7 +213,7 @@ async def test_sigkill_at_random_points_of_a_busy_run_loses_no_result_and_applie
                     assert await asyncio.to_thread(warden.wait_exit, STOP_TIMEOUT + 10) == 0, warden.tail()
                 else:
                     await asyncio.wait_for(kill.killed.wait(), 60)
-                    assert warden.wait_exit(5) == -signal.SIGKILL
+                    assert await asyncio.to_thread(warden.wait_exit, 5) == -signal.SIGKILL
             assert_intact(db)
             rows = states(db)
             left = {name: (state, boot) for name, (state, _, boot) in rows.items() if state in LEFT_ACTIVE}
