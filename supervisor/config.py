@@ -107,7 +107,11 @@ def _usable_path(path: Path | None, *, folder: bool) -> Path | None:
         return None
     if "\x00" in str(path):
         raise ValueError("a path cannot contain a NUL character")
-    if path.exists() and path.is_dir() != folder:
+    try:
+        wrong_kind = path.exists() and path.is_dir() != folder
+    except OSError as error:  # e.g. a name longer than the filesystem allows
+        raise ValueError(f"{path} cannot be used: {error.strerror}") from None
+    if wrong_kind:
         raise ValueError(f"{path} is {'not ' if folder else ''}a folder")
     return path
 

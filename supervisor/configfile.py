@@ -12,7 +12,6 @@ import copy
 import hashlib
 import io
 import os
-import re
 import tempfile
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
@@ -24,6 +23,20 @@ from pydantic import BaseModel, SecretStr, ValidationError
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.tokens import (
+    AliasToken,
+    AnchorToken,
+    BlockEntryToken,
+    BlockMappingStartToken,
+    BlockSequenceStartToken,
+    FlowMappingEndToken,
+    FlowMappingStartToken,
+    FlowSequenceEndToken,
+    FlowSequenceStartToken,
+    KeyToken,
+    TagToken,
+    Token,
+)
 
 from supervisor.clock import Clock, sleep
 from supervisor.config import WardenSettings
@@ -121,13 +134,12 @@ def _parse_yaml(text: str, source: str) -> CommentedMap:
     """The YAML document (round-trip); raises ConfigError for syntax, a non-mapping file, or one too big to read."""
     if len(text) > MAX_TEXT:
         raise ConfigError(source, [_too_big(f"{len(text)} characters long; at most {MAX_TEXT} are read")])
-    depth = _bracket_depth(text)
-    if depth > MAX_DEPTH:
-        raise ConfigError(source, [_too_big(f"nested {depth} brackets deep; at most {MAX_DEPTH} are read")])
     try:
+        refused = _refused_token(text)
+        if refused is not None:
+            raise ConfigError(source, [refused])
         document = _yaml().load(text)
-        tags: list[str] = []
-        values = _expanded_size(document, {}, tags)
+        values = _expanded_size(document, {})
     except MarkedYAMLError as error:
         raise ConfigError(source, [_syntax_issue(error, text)]) from None
     except YAMLError as error:
@@ -136,8 +148,6 @@ def _parse_yaml(text: str, source: str) -> CommentedMap:
         raise ConfigError(source, [_too_big("nested too deeply")]) from None
     if values > MAX_VALUES:
         raise ConfigError(source, [_too_big(f"{values} values once its aliases are expanded; at most {MAX_VALUES}")])
-    if tags:  # never constructed (the round-trip loader keeps them as data), but never meant either
-        raise ConfigError(source, [ConfigIssue("", f"refused: a tag ({tags[0]}) has no place in the config", None)])
     if document is None:
         document = CommentedMap()
     if not isinstance(document, CommentedMap):
@@ -149,29 +159,55 @@ def _too_big(what: str) -> ConfigIssue:
     return ConfigIssue("", f"refused: the file is {what}", None)
 
 
-def _bracket_depth(text: str) -> int:
-    """How deep `[` and `{` nest, counting quoted ones too: a bound on the depth of flow collections."""
-    depth = deepest = 0
-    for bracket in re.sub(r"[^\[\]{}]+", "", text):
-        depth = depth + 1 if bracket in "[{" else max(depth - 1, 0)
-        deepest = max(deepest, depth)
-    return deepest
+#: Tokens that make a key a collection or an alias (which may name one): a config key is a plain value.
+_NOT_PLAIN_KEY = (
+    FlowSequenceStartToken,
+    FlowMappingStartToken,
+    BlockSequenceStartToken,
+    BlockMappingStartToken,
+    BlockEntryToken,
+    AliasToken,
+)
 
 
-def _expanded_size(node: Any, sizes: dict[int, int], tags: list[str]) -> int:
-    """The number of values in `node` with every alias expanded, counted once per distinct node (linear).
+def _refused_token(text: str) -> ConfigIssue | None:
+    """What the scanner's tokens show the file must not hold, read before anything is composed.
 
-    Explicit tags met on the way (`!!python/object/apply:...`, `!custom`) are added to `tags`.
+    Flow collections (brackets outside quotes and comments) nested deeper than MAX_DEPTH: the scan
+    stops there, before ruamel slows down on them (its scanner looks at most 1,024 characters ahead).
+    Any explicit tag, on a key or a value (`!!python/...`, `!!binary`, `!!str`, `!custom`): never
+    constructed by the round-trip loader, but never meant either. A list, mapping or alias as a key:
+    ruamel cannot even hash some of them.
     """
-    tag = getattr(getattr(node, "tag", None), "value", None)
-    if tag is not None:
-        tags.append(str(tag).replace("tag:yaml.org,2002:", "!!"))
+    depth = 0
+    key: Token | None = None  # the key token whose value is next
+    for token in _yaml().scan(text):
+        line = token.start_mark.line + 1
+        if isinstance(token, FlowSequenceStartToken | FlowMappingStartToken):
+            depth += 1
+            if depth > MAX_DEPTH:
+                return replace(_too_big(f"nested more than {MAX_DEPTH} brackets deep"), line=line)
+        elif isinstance(token, FlowSequenceEndToken | FlowMappingEndToken):
+            depth -= 1
+        if isinstance(token, TagToken):
+            handle, suffix = token.value
+            tag = f"!<{suffix}>" if handle is None else f"{handle}{suffix}"
+            return ConfigIssue("", f"refused: a tag ({tag}) has no place in the config", line)
+        if key is not None and isinstance(token, _NOT_PLAIN_KEY):
+            return ConfigIssue("", "refused: a key must be a plain value, not a list, a mapping or an alias", line)
+        if not isinstance(token, AnchorToken):
+            key = token if isinstance(token, KeyToken) else None
+    return None
+
+
+def _expanded_size(node: Any, sizes: dict[int, int]) -> int:
+    """The number of values in `node` with every alias expanded, counted once per distinct node (linear)."""
     if not isinstance(node, dict | list):
         return 1
     known = sizes.get(id(node))
     if known is None:
         children = node.values() if isinstance(node, dict) else node
-        known = sizes[id(node)] = 1 + sum(_expanded_size(child, sizes, tags) for child in children)
+        known = sizes[id(node)] = 1 + sum(_expanded_size(child, sizes) for child in children)
     return known
 
 
@@ -416,35 +452,40 @@ class ConfigFile:
             await listener(settings)
 
     async def watch(self, clock: Clock, interval: float) -> None:
-        """Pick up hand edits of the file until cancelled."""
+        """Pick up hand edits of the file until cancelled. Nothing an edit does ends the watch (nor Warden with it)."""
         while True:
             await sleep(clock, interval)
-            await self.reload_if_changed()
+            try:
+                await self.reload_if_changed()
+            except Exception as error:  # e.g. a listener failed on the new settings: the next edit is still picked up
+                logger.error("applying the edited config file failed", exc_info=error)
 
     async def reload_if_changed(self) -> bool:
         """Re-read the file; adopt it when it changed and is valid. True when adopted."""
         async with self._lock:
             try:
                 text = await asyncio.to_thread(_read, self.path)
-            except ConfigError as error:
-                self._reject(error)
-                return False
-            if text == self.text:
-                if self.last_error is not None:  # e.g. a broken edit was undone
-                    self.last_error = None
-                    self._report()
-                return False
-            try:
+                if text == self.text:
+                    if self.last_error is not None:  # e.g. a broken edit was undone
+                        self.last_error = None
+                        self._report()
+                    return False
                 document, settings = await asyncio.to_thread(parse, text, self.model, str(self.path), self.overlay)
             except ConfigError as error:
                 self._reject(error)
                 return False
+            except Exception as error:  # a defect in reading or checking the file: shown like an invalid file
+                issue = ConfigIssue("", f"could not be checked ({type(error).__name__}: {error})", None)
+                self._reject(ConfigError(str(self.path), [issue]), failure=error)
+                return False
             await self._adopt(text, document, settings, "file edited")
             return True
 
-    def _reject(self, error: ConfigError) -> None:
+    def _reject(self, error: ConfigError, failure: Exception | None = None) -> None:
         if self.last_error is None or self.last_error.issues != error.issues:
-            logger.error("config file rejected; the running configuration is unchanged", error=str(error))
+            logger.error(
+                "config file rejected; the running configuration is unchanged", error=str(error), exc_info=failure
+            )
         self.last_error = error
         self._report()
 

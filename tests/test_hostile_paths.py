@@ -1,8 +1,9 @@
 """Path traversal: in URLs (log downloads, static files), in config paths, and in torrent file names.
 
 A request naming `..`, `%2e%2e` or an absolute path reads nothing outside what it names; a config
-path that is relative, missing, a file, or holds a NUL is refused and changes nothing; and torrent
-file names drawn by hypothesis never make the download processor write outside the library.
+path that is relative, missing, a file, too long a name, or holds a NUL is refused and changes
+nothing; and torrent file names drawn by hypothesis never make the download processor write
+outside the library.
 (tests/test_download_files.py and tests/test_download_processor.py have the named cases.)
 """
 
@@ -77,6 +78,8 @@ def bad_paths(tmp_path: Path) -> dict[str, tuple[str, str]]:
         "destination with NUL": ("daemons.download_processor.destination", f'"{tmp_path}\\0x"'),
         "data_dir with NUL": ("paths.data_dir", '"data\\0/../../etc"'),
         "data_dir that is a file": ("paths.data_dir", str(a_file)),
+        "data_dir name over 255 characters": ("paths.data_dir", str(tmp_path / ("a" * 300))),
+        "database name over 255 characters": ("store.database", str(tmp_path / ("b" * 300))),
         "database that is a folder": ("store.database", str(tmp_path)),
     }
 
@@ -112,7 +115,8 @@ async def test_config_paths_that_cannot_be_used_are_refused_and_change_nothing(
                 refused.append(name)
     tally.record(
         "paths",
-        "config paths: relative, missing, a file for a folder (and the reverse), a NUL character",
+        "config paths: relative, missing, a file for a folder (and the reverse), a NUL character, "
+        "a name longer than the filesystem allows",
         tries=len(cases),
         outcome="422 naming the key, nothing changed",
         lost=len(cases) - len(refused),
