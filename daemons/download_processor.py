@@ -96,9 +96,13 @@ class DownloadProcessor(Daemon):
                 return None
             if not destination.is_absolute():
                 raise ValueError(f"{destination} is not an absolute path")
-            if not destination.is_dir():
+            try:
+                folder, writable = destination.is_dir(), os.access(destination, os.W_OK | os.X_OK)
+            except OSError as error:  # e.g. a name longer than the filesystem allows
+                raise ValueError(f"{destination} cannot be used: {error.strerror}") from None
+            if not folder:
                 raise ValueError(f"{destination} does not exist or is not a folder")
-            if not os.access(destination, os.W_OK | os.X_OK):
+            if not writable:
                 raise ValueError(f"{destination} is not writable")
             return destination
 

@@ -76,6 +76,7 @@ def bad_paths(tmp_path: Path) -> dict[str, tuple[str, str]]:
         "missing destination": ("daemons.download_processor.destination", str(tmp_path / "nowhere")),
         "destination that is a file": ("daemons.download_processor.destination", str(a_file)),
         "destination with NUL": ("daemons.download_processor.destination", f'"{tmp_path}\\0x"'),
+        "destination name over 255 characters": ("daemons.download_processor.destination", str(tmp_path / ("c" * 300))),
         "data_dir with NUL": ("paths.data_dir", '"data\\0/../../etc"'),
         "data_dir that is a file": ("paths.data_dir", str(a_file)),
         "data_dir name over 255 characters": ("paths.data_dir", str(tmp_path / ("a" * 300))),
