@@ -158,7 +158,11 @@ class SupervisorSettings(Section):
         0.5, gt=0, le=60, description="A daemon that blocks the event loop longer than this is named in the log."
     )
     config_poll_interval: float = Field(
-        2, gt=0, le=600, description="Seconds between checks of the config file for hand edits."
+        2,
+        gt=0,
+        le=600,
+        description="Seconds between checks of the config file for hand edits; an edit is taken once two checks "
+        "in a row read it (an editor saving in place writes the file in steps).",
     )
     shutdown_flush_timeout: float = Field(
         10, gt=0, le=600, description="Seconds allowed for saving the final state at shutdown."

@@ -323,6 +323,7 @@ class ConfigFile:
         self._status_listeners: list[Callable[[dict[str, Any]], None]] = []
         self.last_error: ConfigError | None = None
         self.overlay = Overlay()
+        self._last_read = text  # what the previous check of the file read (see reload_if_changed)
 
     @classmethod
     def load(cls, path: Path, model: type[WardenSettings]) -> ConfigFile:
@@ -456,19 +457,27 @@ class ConfigFile:
         while True:
             await sleep(clock, interval)
             try:
-                await self.reload_if_changed()
+                await self.reload_if_changed(settled=True)
             except Exception as error:  # e.g. a listener failed on the new settings: the next edit is still picked up
                 logger.error("applying the edited config file failed", exc_info=error)
 
-    async def reload_if_changed(self) -> bool:
-        """Re-read the file; adopt it when it changed and is valid. True when adopted."""
+    async def reload_if_changed(self, *, settled: bool = False) -> bool:
+        """Re-read the file; adopt it when it changed and is valid. True when adopted.
+
+        With `settled`, a changed text is judged only once the previous check read the same:
+        an editor that saves in place empties the file first, and a half-written file must
+        neither become the running configuration nor be reported as broken.
+        """
         async with self._lock:
             try:
                 text = await asyncio.to_thread(_read, self.path)
+                fresh, self._last_read = text != self._last_read, text
                 if text == self.text:
                     if self.last_error is not None:  # e.g. a broken edit was undone
                         self.last_error = None
                         self._report()
+                    return False
+                if settled and fresh:
                     return False
                 document, settings = await asyncio.to_thread(parse, text, self.model, str(self.path), self.overlay)
             except ConfigError as error:

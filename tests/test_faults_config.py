@@ -18,6 +18,7 @@ from supervisor.app import Warden
 from supervisor.jobs import JobContext, JobStatus
 from supervisor.models import Actor, DaemonState
 from tests.daemons_for_tests import Worker
+from tests.test_config import WORKER_YAML, write_config
 from tests.webharness import api_session, call, config_text, running_warden, saved, until
 
 GOOD = config_text("  worker:\n    interval: 30\n")
@@ -180,4 +181,29 @@ async def test_a_valid_edit_while_the_daemon_is_mid_job_keeps_the_job_and_its_re
     assert message == "counted by 1; now set to 2"
     assert [job["id"] for job in ours] == [job_id], "one job, not a second one for the same work"
     assert starts == [Actor.AUTO_START, Actor.CONFIG], "one restart, for the config change"
+    assert lost == 0
+
+
+async def test_a_file_read_while_an_editor_still_writes_it_is_neither_taken_nor_reported(tmp_path, tally):
+    # Saving in place empties the file, then writes it in pieces: each piece is what one check may read.
+    config = write_config(tmp_path, WORKER_YAML)
+    edited = WORKER_YAML.replace("interval: 30", "interval: 45")
+    pieces = ["", edited[: edited.index("daemons:") + 3], edited[: edited.index("interval")]]
+    taken_or_reported = 0
+    for piece in pieces:
+        config.path.write_text(piece)
+        taken_or_reported += await config.reload_if_changed(settled=True)
+        taken_or_reported += config.last_error is not None or config.text != WORKER_YAML
+    config.path.write_text(edited)
+    first = await config.reload_if_changed(settled=True)
+    second = await config.reload_if_changed(settled=True)
+    lost = taken_or_reported + (not second) + (config.settings.daemons.worker.interval != 45)
+    tally.record(
+        "config",
+        "the file read while an editor saving in place still writes it (emptied, then in pieces)",
+        tries=len(pieces),
+        outcome="no piece taken or reported; the whole edit taken at the second check that reads it",
+        lost=lost,
+    )
+    assert not first, "a text is taken only once two checks in a row read it"
     assert lost == 0
