@@ -15,6 +15,7 @@ import logging
 import os
 import signal
 import socket
+from collections.abc import Collection
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -24,12 +25,17 @@ logger = logging.getLogger(__name__)
 HOST = "127.0.0.1"
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on now."""
-    with socket.socket() as probe:
-        probe.bind((HOST, 0))
-        port: int = probe.getsockname()[1]
-        return port
+def free_port(*, besides: Collection[int | None] = ()) -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now, and none of `besides`.
+
+    `besides` holds ports chosen but not yet bound: the kernel may hand the same one out again.
+    """
+    while True:
+        with socket.socket() as probe:
+            probe.bind((HOST, 0))
+            port: int = probe.getsockname()[1]
+        if port not in besides:
+            return port
 
 
 async def spawn(program: str, *args: str, **options: Any) -> asyncio.subprocess.Process:

@@ -8,10 +8,12 @@ import ipaddress
 import os
 import socket
 from pathlib import Path
+from types import SimpleNamespace
 
 import aiohttp
 import pytest
 
+from daemons import children
 from daemons.qbittorrent.client import AT_REST
 from daemons.qbittorrent.nox import NoxFailed, NoxMissing, QbittorrentNox
 from tests.qbtfixtures import add_torrent, make_torrent, nox, torrent_info, webui_session
@@ -185,3 +187,40 @@ async def test_a_missing_executable_raises_nox_missing(tmp_path: Path, monkeypat
     with pytest.raises(NoxMissing, match="apt-get install qbittorrent-nox"):
         await nox.start()
     assert not nox.running
+
+
+class RepeatingProbe:
+    """A probe socket that is handed the ports of `ports` in turn, as the kernel may hand one out twice."""
+
+    def __init__(self, ports: list[int]) -> None:
+        self._ports = ports
+
+    def __call__(self) -> RepeatingProbe:
+        return self
+
+    def __enter__(self) -> RepeatingProbe:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def bind(self, address: tuple[str, int]) -> None:
+        self.port = self._ports.pop(0)
+
+    def getsockname(self) -> tuple[str, int]:
+        return ("127.0.0.1", self.port)
+
+
+async def test_the_torrent_port_is_never_the_webui_port_even_when_the_kernel_repeats_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with socket.socket() as first, socket.socket() as second:  # two free ports, told apart while both are held
+        first.bind(("127.0.0.1", 0))
+        second.bind(("127.0.0.1", 0))
+        webui, other = first.getsockname()[1], second.getsockname()[1]
+    # Only the port choice sees the repeating probe (children's own name for the socket module).
+    monkeypatch.setattr(children, "socket", SimpleNamespace(socket=RepeatingProbe([webui, webui, other])))
+    nox = QbittorrentNox(tmp_path / "qbt")
+    async with nox:
+        assert (nox.webui_port, nox.torrent_port) == (webui, other)
+        assert await login(nox, nox.password) == "Ok."

@@ -95,7 +95,7 @@ class QbittorrentNox(children.Child):
         if self.webui_port is None:
             self.webui_port = free_port()
         if self.torrent_port is None:
-            self.torrent_port = free_port()
+            self.torrent_port = free_port(besides=(self.webui_port,))
         self._write_config()
 
         started = time.monotonic()
