@@ -4,11 +4,32 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import ClassVar
 
 from pydantic import Field
 
 from supervisor import Daemon, DaemonConfig, JobContext
+
+
+@dataclass
+class Census:
+    """How many of something are alive now, and the most that ever were at once."""
+
+    now: int = 0
+    most: int = 0
+
+    @contextmanager
+    def one(self) -> Iterator[None]:
+        """Counts one alive for the block."""
+        self.now += 1
+        self.most = max(self.most, self.now)
+        try:
+            yield
+        finally:
+            self.now -= 1
 
 
 class Worker(Daemon):
@@ -137,22 +158,18 @@ class Blocker(Daemon):
 
 class Stubborn(Daemon):
     """Keeps working through cancellation: swallows the first `ignore_cancels` (the misbehaviour under
-    test); counts its live instances and the most there ever were at once."""
+    test); `instances` counts its live instances."""
 
     name = "stubborn"
     title = "Stubborn"
-    live: ClassVar[int] = 0
-    most_live: ClassVar[int] = 0
+    instances: ClassVar[Census] = Census()
 
     class Config(DaemonConfig):
         ignore_cancels: int = Field(1, ge=0, description="Cancellations swallowed before one is obeyed.")
 
     async def run(self) -> None:
-        cls = type(self)
-        cls.live += 1
-        cls.most_live = max(cls.most_live, cls.live)
         ignored = 0
-        try:
+        with self.instances.one():
             while True:
                 try:
                     await self.update_status(f"working; ignored {ignored} cancellations")
@@ -161,19 +178,16 @@ class Stubborn(Daemon):
                     if ignored >= self.config.ignore_cancels:
                         raise
                     ignored += 1
-        finally:
-            cls.live -= 1
 
 
 class Leaky(Daemon):
     """Starts a background task with asyncio.create_task and never awaits it (the bug under test), then
-    idles, or crashes with `crash`. `alive` counts background tasks still running, `most_alive` the most
-    at once. With `job_release` set it also launches a job that ends when the event is set."""
+    idles, or crashes with `crash`. `tasks` counts its background tasks still running. With
+    `job_release` set it also launches a job that ends when the event is set."""
 
     name = "leaky"
     title = "Leaky"
-    alive: ClassVar[int] = 0
-    most_alive: ClassVar[int] = 0
+    tasks: ClassVar[Census] = Census()
     job_release: ClassVar[asyncio.Event | None] = None
 
     class Config(DaemonConfig):
@@ -189,14 +203,11 @@ class Leaky(Daemon):
         await self.sleep(3600, "idle")
 
     async def _background(self) -> None:
-        cls = type(self)
-        cls.alive += 1
-        cls.most_alive = max(cls.most_alive, cls.alive)
-        try:
-            await asyncio.sleep(365 * 86_400)  # a timer, not an Event: the loop keeps the task referenced
-        finally:
-            cls.alive -= 1
-            self.log.info("background task ended")
+        with self.tasks.one():
+            try:
+                await asyncio.sleep(365 * 86_400)  # a timer, not an Event: the loop keeps the task referenced
+            finally:
+                self.log.info("background task ended")
 
     async def _job(self, job: JobContext) -> str:
         assert self.job_release is not None

@@ -21,7 +21,7 @@ import pytest
 from supervisor.models import Actor, DaemonState, DaemonStatus, Event, LogLine
 from supervisor.store import Store
 from supervisor.tasks import RunTasks, detached, run_context, track_tasks
-from tests.daemons_for_tests import Blocker, Flaky, Hanger, Leaky, Stubborn, Unstartable, Worker
+from tests.daemons_for_tests import Blocker, Census, Flaky, Hanger, Leaky, Stubborn, Unstartable, Worker
 from tests.fakeclock import FakeClock
 from tests.harness import Kernel, running_kernel
 from tests.tally import TallyRecorder
@@ -38,8 +38,8 @@ COMMAND_ROOM = 60.0
 @pytest.fixture(autouse=True)
 def reset_counters() -> None:
     Flaky.runs = Unstartable.runs = 0
-    Stubborn.live = Stubborn.most_live = 0
-    Leaky.alive = Leaky.most_alive = 0
+    Stubborn.instances = Census()
+    Leaky.tasks = Census()
     Leaky.job_release = None
     Worker.runs = Worker.cleanups = 0
 
@@ -265,17 +265,17 @@ async def test_a_daemon_swallowing_cancellation_past_stop_timeout_is_cancelled_a
         runner = kernel.supervisor.runner("stubborn")
         await runner.start()
         stopped = (await runner.stop(timeout=COMMAND_ROOM)).snapshot()
-        live_after_stops = Stubborn.live
+        live_after_stops = Stubborn.instances.now
         await runner.start()
         restarted = await runner.restart(timeout=COMMAND_ROOM)
         assert restarted.state is S.RUNNING and runner.runs == 3
         await runner.stop(timeout=COMMAND_ROOM)
-        live_after_stops += Stubborn.live
+        live_after_stops += Stubborn.instances.now
         await kernel.until(lambda: True)
         published = list(kernel.events)
     _, stored = await on_disk(tmp_path)
     timeouts = [e for e in stored if e.kind == "stop-timeout"]
-    lost = live_after_stops + abs(Stubborn.most_live - 1) + missing(published, stored)
+    lost = live_after_stops + abs(Stubborn.instances.most - 1) + missing(published, stored)
     tally.record(
         "daemon",
         "swallows cancellation past stop_timeout",
@@ -297,12 +297,12 @@ async def test_a_start_while_the_old_instance_still_ignores_cancellation_never_m
     async with running_kernel([Stubborn], tmp_path, daemons=config) as kernel:
         await kernel.supervisor.start("stubborn")
         stopping = (await kernel.supervisor.stop("stubborn")).snapshot()
-        assert Stubborn.live == 1, "the old instance still runs"
+        assert Stubborn.instances.now == 1, "the old instance still runs"
         started = (await kernel.supervisor.start("stubborn")).snapshot()
         await kernel.until(lambda: True)
         published = list(kernel.events)
     _, stored = await on_disk(tmp_path)
-    lost = abs(Stubborn.most_live - 1) + missing(published, stored)
+    lost = abs(Stubborn.instances.most - 1) + missing(published, stored)
     tally.record(
         "daemon",
         "ignores cancellation longer than a stop waits, then started again",
@@ -328,14 +328,14 @@ async def test_a_task_the_daemon_left_running_is_named_and_cancelled_when_its_ru
     async with running_kernel([Leaky], tmp_path) as kernel:
         await kernel.supervisor.start("leaky")
         (job,) = kernel.supervisor.jobs.active()
-        alive = [Leaky.alive]
+        alive = [Leaky.tasks.now]
         await kernel.supervisor.restart("leaky")
-        alive.append(Leaky.alive)
+        alive.append(Leaky.tasks.now)
         assert kernel.supervisor.jobs.active() == [job], "a restart leaves the daemon's job running"
         release.set()
         await kernel.until(lambda: kernel.jobs[job.id].status == "completed")
         await kernel.supervisor.stop("leaky")
-        alive.append(Leaky.alive)
+        alive.append(Leaky.tasks.now)
         await kernel.until(lambda: True)
         published = list(kernel.events)
     store = await Store.open(tmp_path / "warden.db")
@@ -346,7 +346,7 @@ async def test_a_task_the_daemon_left_running_is_named_and_cancelled_when_its_ru
         await store.close()
     _, stored = await on_disk(tmp_path)
     leftovers = [e for e in stored if e.kind == "leftover-tasks"]
-    lost = abs(Leaky.most_alive - 1) + Leaky.alive + missing(published, stored) + int(stored_job is None)
+    lost = abs(Leaky.tasks.most - 1) + Leaky.tasks.now + missing(published, stored) + int(stored_job is None)
     tally.record(
         "daemon",
         "leaves a task it started running (restart, stop)",
@@ -370,7 +370,7 @@ async def test_a_stop_ends_the_tasks_the_daemon_left_running_before_the_card_say
         feed = kernel.hub.subscribe(max_lines=10_000)
         await kernel.supervisor.start("leaky")
         await kernel.supervisor.stop("leaky")
-        alive_when_stopped = Leaky.alive
+        alive_when_stopped = Leaky.tasks.now
         kernel.hub.flush()
         # Events and log lines in the order they happened.
         lines = [delta.data for delta in feed.take().deltas if delta.kind in ("event", "log")]
@@ -405,13 +405,13 @@ async def test_a_task_left_running_by_a_crash_is_cancelled_before_the_restart(
             await kernel.until(
                 lambda run=run: kernel.state("leaky") is S.BACKOFF and status(kernel, "leaky").restarts == run - 1
             )
-            alive_in_backoff.append(Leaky.alive)
+            alive_in_backoff.append(Leaky.tasks.now)
             await clock.advance(status(kernel, "leaky").next_restart_at - clock.time())
         await kernel.until(lambda: True)
         published = list(kernel.events)
     _, stored = await on_disk(tmp_path)
     leftovers = [e for e in stored if e.kind == "leftover-tasks"]
-    lost = sum(alive_in_backoff) + abs(Leaky.most_alive - 1) + missing(published, stored)
+    lost = sum(alive_in_backoff) + abs(Leaky.tasks.most - 1) + missing(published, stored)
     tally.record(
         "daemon",
         "crashes leaving a task it started running",
@@ -446,9 +446,9 @@ async def test_a_task_left_running_still_ends_with_its_run_after_another_supervi
         async with running_kernel([Leaky], tmp_path / "second") as second:
             await first.aclose()  # the first kernel ends while the second runs on
             await second.supervisor.start("leaky")
-            alive_while_running = Leaky.alive
+            alive_while_running = Leaky.tasks.now
             await second.supervisor.stop("leaky")
-            alive_after_stop = Leaky.alive
+            alive_after_stop = Leaky.tasks.now
     lost = abs(alive_while_running - 1) + alive_after_stop
     tally.record(
         "daemon",

@@ -35,7 +35,7 @@ from supervisor import Daemon
 from supervisor.hub import Subscription
 from supervisor.models import DaemonState
 from tests import load_clients
-from tests.daemons_for_tests import Worker
+from tests.daemons_for_tests import Census, Worker
 from tests.tally import TallyRecorder, unmatched
 from tests.webharness import (
     api_session,
@@ -224,24 +224,18 @@ async def settled(session: aiohttp.ClientSession, baseline: dict[str, int]) -> N
 
 
 class Counted(Daemon):
-    """Counts its live instances, and the most that were ever alive at once."""
+    """Counts its live instances."""
 
-    live: ClassVar[int]
-    most: ClassVar[int]
+    instances: ClassVar[Census]
 
     async def run(self) -> None:
-        cls = type(self)
-        cls.live += 1
-        cls.most = max(cls.most, cls.live)
-        try:
+        with self.instances.one():
             await self.update_status("working")
             await self.sleep(3600, "next round")
-        finally:
-            cls.live -= 1
 
 
 COUNTED: list[type[Counted]] = [
-    type(f"Counted{i}", (Counted,), {"name": f"counted_{i}", "title": f"Counted {i}", "live": 0, "most": 0})
+    type(f"Counted{i}", (Counted,), {"name": f"counted_{i}", "title": f"Counted {i}", "instances": Census()})
     for i in range(5)
 ]
 ACTIONS = ("start", "stop", "restart")
@@ -251,7 +245,7 @@ SETTLED = {"start": DaemonState.RUNNING, "restart": DaemonState.RUNNING, "stop":
 async def test_a_storm_of_commands_ends_in_one_recorded_consistent_state(tmp_path: Path, tally: TallyRecorder) -> None:
     raise_open_files_limit()  # the requests' sockets and the server's
     for cls in COUNTED:
-        cls.live = cls.most = 0
+        cls.instances = Census()
     rng = random.Random(7)
     # One in twenty is a start-all, stop-all or restart-all.
     targets = [cls.name for cls in COUNTED] * 4 + [None]
@@ -281,7 +275,7 @@ async def test_a_storm_of_commands_ends_in_one_recorded_consistent_state(tmp_pat
             return len(transitions(broadcast)) >= len(on_disk)
 
         await eventually(all_broadcast)
-        instances = {cls.name: (cls.live, cls.most) for cls in COUNTED}
+        instances = {cls.name: (cls.instances.now, cls.instances.most) for cls in COUNTED}
         listening.cancel()
     sent = transitions(broadcast)
     broken = [name for name in expected if not chained(on_disk, name, expected[name])]
