@@ -13,11 +13,12 @@ import aiohttp
 from playwright.async_api import Browser, expect
 from yarl import URL
 
+from daemons.children import free_port
 from daemons.download_processor import DownloadProcessor
 from daemons.stash_sync import StashSync
 from tests.daemons_for_tests import Worker
 from tests.tally import TallyRecorder
-from tests.test_page import card, free_port, open_page
+from tests.test_page import card, open_page
 from tests.test_ws import opening, read_until
 from tests.webharness import TOKEN, api_session, bearer, browser, call, config_text, running_warden, until
 from web.auth import COOKIE

@@ -6,11 +6,11 @@ Each test leaves a screenshot in tests/artifacts/ for a person to look at.
 from __future__ import annotations
 
 import asyncio
-import socket
 from pathlib import Path
 
 from playwright.async_api import Browser, Page, expect
 
+from daemons.children import free_port
 from supervisor.daemon import Daemon
 from supervisor.jobs import JobContext, JobStatus
 from supervisor.models import DaemonState
@@ -146,12 +146,6 @@ async def test_status_text_is_shown_as_text_never_as_html(browser, tmp_path):
         assert await page.locator("[data-testid=card-mischief] b, [data-testid=card-mischief] i").count() == 0
         assert dialogs == []
         await screenshot(page, "text-not-html")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 async def test_connection_indicator_follows_a_server_restart(browser, tmp_path):
